@@ -1,0 +1,5 @@
+"""python -m bridged."""
+
+from bridged.cli import main
+
+raise SystemExit(main())

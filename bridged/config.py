@@ -1,0 +1,481 @@
+"""YAML config -> frozen, typed objects; every error names its key path."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from bridged.formats import FORMAT_NAMES, TemplateError, compile_template
+from bridged.secrets import mask_url
+
+EXCHANGE_TYPES = ("fanout", "direct", "topic")
+SINK_TYPES = ("file", "stdout", "syslog")
+SYSLOG_PROTOCOLS = ("rfc5424", "rfc3164")
+BROKER_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+# Walking a YAML alias bomb or a self-referencing alias would never end:
+# no real config comes near these numbers.
+MAX_CONFIG_NODES = 100_000
+MAX_CONFIG_DEPTH = 64
+
+# RFC 5424 section 6.2.1 facility names and codes.
+SYSLOG_FACILITIES = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5,
+    "lpr": 6, "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+    "local0": 16, "local1": 17, "local2": 18, "local3": 19,
+    "local4": 20, "local5": 21, "local6": 22, "local7": 23,
+}  # fmt: skip
+
+
+class ConfigError(Exception):
+    """A config mistake, with the key path where it was found."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    urls: tuple[str, ...]
+    heartbeat: float
+    connect_timeout: float
+
+
+@dataclass(frozen=True)
+class ReconnectConfig:
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+    multiplier: float = 2.0
+    max_attempts: int | None = None
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    name: str
+    type: str
+    path: str | None = None
+    address: str = "/dev/log"
+    facility: int = SYSLOG_FACILITIES["user"]
+    tag: str = "bridged"
+    protocol: str = "rfc5424"
+    max_size: int = 8192
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class BindingConfig:
+    name: str
+    exchange: str
+    exchange_type: str
+    exchange_durable: bool
+    routing_keys: tuple[str, ...]
+    queue: str
+    durable: bool
+    auto_delete: bool
+    exclusive: bool
+    queue_arguments: Mapping[str, Any]
+    prefetch: int
+    batch_size: int
+    batch_delay: float
+    sinks: tuple[str, ...]
+    format: str
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    broker: BrokerConfig
+    reconnect: ReconnectConfig
+    sinks: Mapping[str, SinkConfig]
+    bindings: Mapping[str, BindingConfig] = field(default_factory=dict)
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read, expand and validate the YAML file at *path*."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ConfigError("", f"cannot read {path}: it is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"cannot read {path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_config(text, str(path), os.environ if environ is None else environ)
+
+
+def parse_config(text: str, path: str, environ: Mapping[str, str]) -> Config:
+    """Validate YAML *text*; *path* is only used in messages."""
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError("", f"invalid YAML{where}: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"invalid YAML: {exc}") from None
+    if raw is None:
+        raise ConfigError("", "the file is empty")
+    raw = _expand(raw, "", environ, [0], 0)
+    top = _Section(raw, "")
+    config = Config(
+        path=path,
+        broker=_broker(top.section("broker", required=False)),
+        reconnect=_reconnect(top.section("reconnect", required=False)),
+        sinks=_sinks(top.section("sinks")),
+        bindings={},
+    )
+    bindings = _bindings(top.section("bindings"), config.sinks)
+    top.done()
+    return Config(config.path, config.broker, config.reconnect, config.sinks, bindings)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of keeping the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be a plain value", key_node.start_mark
+                ) from None
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_VAR = re.compile(r"\$\$|\$\{([^}]*)\}")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _expand(value: Any, path: str, environ: Mapping[str, str], count: list[int], depth: int) -> Any:
+    """Replace ${VAR} in every string; bound the walk against alias bombs."""
+    count[0] += 1
+    if count[0] > MAX_CONFIG_NODES or depth > MAX_CONFIG_DEPTH:
+        raise ConfigError(path, "the config is too large or too deeply nested (a YAML alias loop?)")
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: _lookup(m, path, environ), value) if "$" in value else value
+    if isinstance(value, dict):
+        return {k: _expand(v, _join(path, k), environ, count, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]", environ, count, depth + 1) for i, v in enumerate(value)]
+    return value
+
+
+def _lookup(match: re.Match[str], path: str, environ: Mapping[str, str]) -> str:
+    if match.group(0) == "$$":
+        return "$"
+    name = match.group(1)
+    if not _VAR_NAME.match(name):
+        raise ConfigError(path, f"'${{{name}}}' is not a valid environment variable name")
+    if name not in environ:
+        raise ConfigError(path, f"environment variable {name} is not set")
+    return str(environ[name])
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+class _Section:
+    """A mapping being validated: tracks which keys were read, so leftovers are errors."""
+
+    def __init__(self, raw: Any, path: str) -> None:
+        if not isinstance(raw, dict):
+            raise ConfigError(path, f"expected a mapping, got {_kind(raw)}")
+        for key in raw:
+            if not isinstance(key, str):
+                raise ConfigError(path, f"key {key!r} must be a string")
+        self.raw: dict[str, Any] = raw
+        self.path = path
+        self.known: list[str] = []
+
+    def get(self, key: str, check: Callable[[Any, str], T], default: Any = _MISSING) -> T:
+        self.known.append(key)
+        where = _join(self.path, key)
+        if key not in self.raw or (self.raw[key] is None and default is not _MISSING):
+            if default is _MISSING:
+                raise ConfigError(where, "is required")
+            return default  # type: ignore[no-any-return]
+        return check(self.raw[key], where)
+
+    def section(self, key: str, required: bool = True) -> _Section:
+        self.known.append(key)
+        where = _join(self.path, key)
+        if key not in self.raw or self.raw[key] is None:
+            if required:
+                raise ConfigError(where, "is required")
+            return _Section({}, where)
+        return _Section(self.raw[key], where)
+
+    def done(self) -> None:
+        """Refuse keys nobody asked for, with a did-you-mean hint."""
+        for key in self.raw:
+            if key not in self.known:
+                hint = difflib.get_close_matches(key, self.known, n=1)
+                extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+                choices = ", ".join(sorted(set(self.known)))
+                raise ConfigError(_join(self.path, key), f"unknown key{extra}; known keys: {choices}")
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+             int: "an integer", float: "a number", type(None): "null"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(where, f"expected a string, got {_kind(value)}")
+    return value
+
+
+def _name(value: Any, where: str) -> str:
+    text = _string(value, where)
+    if not text.strip():
+        raise ConfigError(where, "must not be empty")
+    return text
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(where, f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _number(minimum: float, strict: bool = False) -> Callable[[Any, str], float]:
+    def check(value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(where, f"expected a number, got {_kind(value)}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(where, "must be a finite number")
+        if value < minimum or (strict and value == minimum):
+            relation = "greater than" if strict else "at least"
+            raise ConfigError(where, f"must be {relation} {minimum:g}, got {value:g}")
+        return float(value)
+
+    return check
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any, str], int]:
+    def check(value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(where, f"expected an integer, got {_kind(value)}")
+        if value < minimum:
+            raise ConfigError(where, f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(where, f"must be at most {maximum}, got {value}")
+        return value
+
+    return check
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
+    def check(value: Any, where: str) -> str:
+        if value not in choices:
+            raise ConfigError(where, f"{value!r} is not one of {', '.join(choices)}")
+        return str(value)
+
+    return check
+
+
+def _string_list(value: Any, where: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    return tuple(_name(item, f"{where}[{i}]" if isinstance(value, list) else where)
+                 for i, item in enumerate(items))  # fmt: skip
+
+
+def _broker_url(value: Any, where: str) -> str:
+    url = _name(value, where)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(where, f"malformed broker URL {mask_url(url)!r}: {exc}") from None
+    if parts.scheme not in BROKER_SCHEMES:
+        raise ConfigError(where, f"broker URL {mask_url(url)!r} must start with amqp:// or amqps://")
+    if not parts.hostname:
+        raise ConfigError(where, f"broker URL {mask_url(url)!r} names no host")
+    if port == 0:
+        raise ConfigError(where, f"broker URL {mask_url(url)!r} has port 0")
+    return url
+
+
+def _broker(section: _Section) -> BrokerConfig:
+    urls = section.get("url", _url_list, ("amqp://guest:guest@127.0.0.1:5672//",))
+    broker = BrokerConfig(
+        urls=urls,
+        heartbeat=section.get("heartbeat", _number(0), 30.0),
+        connect_timeout=section.get("connect_timeout", _number(0, strict=True), 10.0),
+    )
+    section.done()
+    return broker
+
+
+def _url_list(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(where, "must name at least one broker URL")
+        return tuple(_broker_url(item, f"{where}[{i}]") for i, item in enumerate(value))
+    return (_broker_url(value, where),)
+
+
+def _reconnect(section: _Section) -> ReconnectConfig:
+    reconnect = ReconnectConfig(
+        initial_delay=section.get("initial_delay", _number(0, strict=True), 1.0),
+        max_delay=section.get("max_delay", _number(0, strict=True), 60.0),
+        multiplier=section.get("multiplier", _number(1), 2.0),
+        max_attempts=section.get("max_attempts", _integer(1), None),
+    )
+    if reconnect.max_delay < reconnect.initial_delay:
+        raise ConfigError(
+            _join(section.path, "max_delay"),
+            f"must be at least initial_delay ({reconnect.initial_delay:g}), got {reconnect.max_delay:g}",
+        )
+    section.done()
+    return reconnect
+
+
+def _sinks(section: _Section) -> dict[str, SinkConfig]:
+    if not section.raw:
+        raise ConfigError(section.path, "declare at least one sink")
+    sinks = {}
+    for name in section.raw:
+        sinks[name] = _sink(name, section.section(name))
+    return sinks
+
+
+def _sink(name: str, section: _Section) -> SinkConfig:
+    kind = section.get("type", _choice(SINK_TYPES))
+    if kind == "file":
+        sink = SinkConfig(name, kind, path=section.get("path", _name))
+    elif kind == "stdout":
+        sink = SinkConfig(name, kind)
+    else:
+        sink = SinkConfig(
+            name,
+            kind,
+            address=section.get("address", _syslog_address, "/dev/log"),
+            facility=SYSLOG_FACILITIES[section.get("facility", _choice(tuple(SYSLOG_FACILITIES)), "user")],
+            tag=section.get("tag", _syslog_tag, "bridged"),
+            protocol=section.get("protocol", _choice(SYSLOG_PROTOCOLS), "rfc5424"),
+            max_size=section.get("max_size", _integer(480, 1 << 20), 8192),
+            timeout=section.get("timeout", _number(0, strict=True), 5.0),
+        )
+    section.done()
+    return sink
+
+
+def _syslog_address(value: Any, where: str) -> str:
+    address = _name(value, where)
+    if address.startswith("/"):
+        return address
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(where, f"malformed syslog address {address!r}: {exc}") from None
+    if parts.scheme not in ("udp", "tcp") or not parts.hostname or not port:
+        raise ConfigError(where, f"{address!r} is not a socket path, udp://host:port or tcp://host:port")
+    return address
+
+
+def _syslog_tag(value: Any, where: str) -> str:
+    tag = _name(value, where)
+    # RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters, no space.
+    if len(tag) > 48 or not all(33 <= ord(c) <= 126 for c in tag):
+        raise ConfigError(where, f"{tag!r} must be 1-48 printable ASCII characters without spaces")
+    return tag
+
+
+def _format(value: Any, where: str) -> str:
+    text = _name(value, where)
+    if text in FORMAT_NAMES:
+        return text
+    if "{" not in text:
+        raise ConfigError(where, f"{text!r} is not one of {', '.join(FORMAT_NAMES)} nor a template with {{fields}}")
+    try:
+        compile_template(text)
+    except TemplateError as exc:
+        raise ConfigError(where, str(exc)) from None
+    return text
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(where, f"expected a mapping, got {_kind(value)}")
+    return value
+
+
+def _bindings(section: _Section, sinks: Mapping[str, SinkConfig]) -> dict[str, BindingConfig]:
+    if not section.raw:
+        raise ConfigError(section.path, "declare at least one binding")
+    return {name: _binding(name, section.section(name), sinks) for name in section.raw}
+
+
+def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> BindingConfig:
+    exchange_type = section.get("exchange_type", _choice(EXCHANGE_TYPES), "topic")
+    keys_where = _join(section.path, "routing_keys")
+    keys = section.get("routing_keys", _string_list, ())
+    if exchange_type == "topic" and not keys:
+        keys = ("#",)
+    elif exchange_type == "direct" and not keys:
+        raise ConfigError(keys_where, "a direct exchange needs at least one routing key")
+    elif exchange_type == "fanout":
+        keys = ("",)
+    prefetch = section.get("prefetch", _integer(1, 65535), 1000)
+    has_sink, has_sinks = "sink" in section.raw, "sinks" in section.raw
+    if has_sink and has_sinks:
+        raise ConfigError(_join(section.path, "sinks"), "give either sink or sinks, not both")
+    sink_key = "sinks" if has_sinks else "sink"
+    sink_names = section.get(sink_key, _string_list, None)
+    if not sink_names:
+        raise ConfigError(_join(section.path, "sink"), "is required (name one of the declared sinks)")
+    for i, sink in enumerate(sink_names):
+        if sink not in sinks:
+            where = _join(section.path, sink_key) + (f"[{i}]" if has_sinks else "")
+            hint = difflib.get_close_matches(sink, list(sinks), n=1)
+            extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(where, f"sink {sink!r} is not declared under sinks{extra}")
+    binding = BindingConfig(
+        name=name,
+        exchange=section.get("exchange", _name),
+        exchange_type=exchange_type,
+        exchange_durable=section.get("exchange_durable", _boolean, True),
+        routing_keys=keys,
+        queue=section.get("queue", _name, f"bridged.{name}"),
+        durable=section.get("durable", _boolean, True),
+        auto_delete=section.get("auto_delete", _boolean, False),
+        exclusive=section.get("exclusive", _boolean, False),
+        queue_arguments=section.get("queue_arguments", _mapping, {}),
+        prefetch=prefetch,
+        batch_size=min(prefetch, section.get("batch_size", _integer(1, 65535), 256)),
+        batch_delay=section.get("batch_delay", _number(0, strict=True), 0.02),
+        sinks=tuple(dict.fromkeys(sink_names)),
+        format=section.get("format", _format, "raw"),
+    )
+    section.done()
+    return binding
+
+
+def describe(config: Config) -> str:
+    """One line summarising a valid config, with passwords masked."""
+    urls = ", ".join(mask_url(u) for u in config.broker.urls)
+    return f"{config.path}: OK ({len(config.bindings)} bindings, {len(config.sinks)} sinks, broker {urls})"

@@ -1,0 +1,232 @@
+"""One binding: connect, declare, consume, ack after the sinks took it, back off.
+
+Deliveries come through py-amqp's channel callback (no kombu Message per
+delivery: that halves throughput). Lines are batched and written to every
+sink; one ``basic_ack(multiple=True)`` then covers exactly what was written.
+A sink failure drops the connection so the broker requeues everything that
+was not acked, and the binding retries after a backoff.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import amqp
+from amqp import exceptions as amqp_errors
+from kombu.connection import Connection as KombuConnection
+
+from bridged.backoff import Backoff
+from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig
+from bridged.formats import make_formatter, safe_line
+from bridged.log import get_logger
+from bridged.secrets import mask_text, mask_url, url_password
+from bridged.sinks import Sink, SinkError
+
+# While nothing is pending, wake once a second: heartbeats need a tick about
+# that often (py-amqp has no heartbeat thread), and stop requests are seen.
+IDLE_WAKEUP = 1.0
+# A clean close waits this long for the broker's close-ok before dropping the socket.
+CLOSE_TIMEOUT = 2.0
+
+# The broker refused what we asked for: retrying at once will not help.
+REFUSED_ERRORS: tuple[type[BaseException], ...] = (
+    amqp_errors.AccessRefused,
+    amqp_errors.NotFound,
+    amqp_errors.PreconditionFailed,
+    amqp_errors.NotAllowed,
+    amqp_errors.InvalidPath,
+)
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    amqp_errors.AMQPError,
+)
+
+
+class GaveUp(Exception):
+    """max_attempts connection failures in a row."""
+
+
+class BindingConsumer:
+    """Consumes one binding's queue on its own thread and connection."""
+
+    def __init__(
+        self,
+        binding: BindingConfig,
+        broker: BrokerConfig,
+        reconnect: ReconnectConfig,
+        sinks: Sequence[Sink],
+        on_gave_up: Callable[[BindingConsumer], None] | None = None,
+    ) -> None:
+        self.binding = binding
+        self.broker = broker
+        self.reconnect = reconnect
+        self.sinks = tuple(sinks)
+        self.stop_requested = threading.Event()
+        self.consuming = threading.Event()
+        self.gave_up = False
+        self._on_gave_up = on_gave_up
+        self._format = make_formatter(binding.format, binding.name)
+        self._log = get_logger(binding=binding.name, queue=binding.queue)
+        self._passwords = tuple(url_password(url) for url in broker.urls)
+        self._thread = threading.Thread(target=self.run, name=f"binding-{binding.name}", daemon=True)
+        self._lines: list[bytes] = []
+        self._last_tag = 0
+        self._flush_at = 0.0
+
+    # -- lifecycle, called from the supervisor's thread ---------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stop_requested.set()
+
+    def join(self, timeout: float | None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the binding's thread ----------------------------------------------
+
+    def run(self) -> None:
+        """Connect, consume and reconnect until stopped (or max_attempts is reached)."""
+        connect_backoff = Backoff(self.reconnect)
+        sink_backoff = Backoff(self.reconnect)
+        attempt = 0
+        while not self.stop_requested.is_set():
+            url = self.broker.urls[attempt % len(self.broker.urls)]
+            attempt += 1
+            try:
+                self._session(url, connect_backoff, sink_backoff)
+                continue
+            except SinkError as exc:
+                delay = sink_backoff.next_delay()
+                self._log.error("sink_failed", reason=str(exc), retry_in=round(delay, 2),
+                                attempt=sink_backoff.attempts)  # fmt: skip
+            except REFUSED_ERRORS as exc:
+                # A config mismatch with the broker: say so loudly, retry slowly.
+                connect_backoff.next_delay()
+                delay = self.reconnect.max_delay
+                self._log.error("broker_refused", url=mask_url(url), reason=self._describe(exc),
+                                attempt=connect_backoff.attempts, retry_in=round(delay, 2))  # fmt: skip
+            except CONNECTION_ERRORS as exc:
+                delay = connect_backoff.next_delay()
+                self._log.warning("reconnect_scheduled", url=mask_url(url), reason=self._describe(exc),
+                                  attempt=connect_backoff.attempts, retry_in=round(delay, 2))  # fmt: skip
+            finally:
+                self.consuming.clear()
+            failures = connect_backoff.attempts  # failures in a row: reset once consuming
+            if self.reconnect.max_attempts is not None and failures >= self.reconnect.max_attempts:
+                self._log.error("gave_up", attempts=failures)
+                self.gave_up = True
+                if self._on_gave_up is not None:
+                    self._on_gave_up(self)
+                return
+            self.stop_requested.wait(delay)
+        self._log.info("stopped")
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc) or type(exc).__name__
+        return mask_text(f"{type(exc).__name__}: {text}", self._passwords)
+
+    def _session(self, url: str, connect_backoff: Backoff, sink_backoff: Backoff) -> None:
+        """One connection's life: returns when asked to stop, raises on any failure."""
+        conn = self._connect(url)
+        clean = False
+        try:
+            channel = conn.channel()
+            channel.auto_decode = False  # bodies stay bytes; formats decode safely
+            self._declare(channel)
+            channel.basic_qos(0, self.binding.prefetch, False)
+            channel.basic_consume(self.binding.queue, callback=self._on_message)
+            connect_backoff.reset()
+            self.consuming.set()
+            self._log.info("consuming", url=mask_url(url), prefetch=self.binding.prefetch)
+            self._consume(conn, channel, sink_backoff)
+            clean = True
+        finally:
+            self._lines = []  # unwritten deliveries are requeued by the broker on close
+            self._close(conn, clean)
+
+    def _connect(self, url: str) -> amqp.Connection:
+        client = KombuConnection(  # type: ignore[no-untyped-call]
+            url,
+            heartbeat=self.broker.heartbeat,
+            connect_timeout=self.broker.connect_timeout,
+        )
+        # One attempt, no hidden kombu retry loop: our own backoff decides.
+        conn: amqp.Connection = client.transport.establish_connection()
+        return conn
+
+    def _declare(self, channel: amqp.Channel) -> None:
+        """Declare exchange, queue and bindings on every connect (a restart may have wiped them)."""
+        b = self.binding
+        if b.exchange.startswith("amq."):
+            channel.exchange_declare(b.exchange, b.exchange_type, passive=True)
+        else:
+            channel.exchange_declare(b.exchange, b.exchange_type, durable=b.exchange_durable, auto_delete=False)
+        channel.queue_declare(
+            b.queue, durable=b.durable, exclusive=b.exclusive, auto_delete=b.auto_delete,
+            arguments=dict(b.queue_arguments) or None,
+        )  # fmt: skip
+        for key in b.routing_keys:
+            channel.queue_bind(b.queue, b.exchange, key)
+
+    def _on_message(self, message: Any) -> None:
+        """py-amqp delivery callback: format and queue the line; no I/O here."""
+        try:
+            line = self._format(message)
+        except Exception as exc:  # noqa: BLE001 - one odd message must not stop the binding
+            line = safe_line(message, exc)
+            self._log.warning("format_failed", reason=type(exc).__name__)
+        lines = self._lines
+        if not lines:
+            self._flush_at = time.monotonic() + self.binding.batch_delay
+        lines.append(line)
+        self._last_tag = message.delivery_info["delivery_tag"]
+
+    def _consume(self, conn: amqp.Connection, channel: amqp.Channel, sink_backoff: Backoff) -> None:
+        drain = conn.drain_events
+        stop = self.stop_requested
+        batch_size = self.binding.batch_size
+        busy_wakeup = self.binding.batch_delay
+        monotonic = time.monotonic
+        next_heartbeat = monotonic() + IDLE_WAKEUP
+        while not stop.is_set():
+            try:
+                drain(timeout=busy_wakeup if self._lines else IDLE_WAKEUP)
+            except TimeoutError:
+                pass
+            now = monotonic()
+            pending = len(self._lines)
+            if pending and (pending >= batch_size or now >= self._flush_at):
+                self._flush(channel)
+                sink_backoff.reset()
+            if now >= next_heartbeat:
+                conn.heartbeat_tick()
+                next_heartbeat = now + IDLE_WAKEUP
+        if self._lines:
+            self._flush(channel)
+
+    def _flush(self, channel: amqp.Channel) -> None:
+        """Write the batch to every sink, then ack it: written first, acked second."""
+        lines = self._lines
+        self._lines = []
+        for sink in self.sinks:
+            sink.write(lines)
+        channel.basic_ack(self._last_tag, multiple=True)
+
+    def _close(self, conn: amqp.Connection, clean: bool) -> None:
+        try:
+            if clean and conn.transport is not None and conn.transport.sock is not None:
+                conn.transport.sock.settimeout(CLOSE_TIMEOUT)
+                conn.close()
+            else:
+                conn.collect()
+        except CONNECTION_ERRORS:
+            conn.collect()

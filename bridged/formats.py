@@ -1,0 +1,301 @@
+"""Message -> one log line (raw, json, oslo, template). Pure functions, hot path.
+
+No body can forge a second line or a terminal sequence: every control
+character is escaped. Nothing in a template is ever evaluated.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import json
+import re
+import string
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+FORMAT_NAMES = ("raw", "json", "oslo")
+
+
+class Delivery(Protocol):
+    """What a formatter reads: the shape of py-amqp's ``amqp.Message``."""
+
+    body: bytes | str
+    delivery_info: Mapping[str, Any]
+    properties: Mapping[str, Any]
+
+
+LineFormatter = Callable[[Delivery], bytes]
+
+
+class TemplateError(ValueError):
+    """A template names an unknown field or uses anything but plain {field}."""
+
+
+# C0, DEL, C1, the Unicode line/paragraph separators and bidi controls:
+# each could end a line or rewrite what a terminal shows.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group(0)
+    named = _NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_text(text: str) -> str:
+    """Escape control characters so *text* stays one harmless line."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(_escape_char, text)
+
+
+def body_text(body: bytes | str) -> str:
+    """The body as text: invalid UTF-8 bytes become \\xNN."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body).decode("utf-8", "backslashreplace")
+    return str(body)
+
+
+def format_raw(delivery: Delivery) -> bytes:
+    """The body itself, escaped; plain printable ASCII passes untouched."""
+    body = delivery.body
+    if type(body) is bytes and body.isascii() and _CONTROL_BYTES.search(body) is None:
+        return body
+    return escape_text(body_text(body)).encode("utf-8", "backslashreplace")
+
+
+_second_cache: tuple[int, str] = (0, "")
+
+
+def utc_now() -> str:
+    """Current UTC time, ISO 8601 with milliseconds; the seconds part is cached."""
+    global _second_cache
+    now = time.time()
+    second = int(now)
+    cached = _second_cache
+    if cached[0] != second:
+        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _second_cache = cached
+    return f"{cached[1]}.{int((now - second) * 1000):03d}Z"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(text: str) -> Any:
+    """Parse strict JSON, or raise ValueError (also for NaN, depth, huge ints)."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def body_value(body: bytes | str) -> tuple[Any, str | None]:
+    """The body as a JSON value, its text, or base64 for binary; plus its encoding mark."""
+    if isinstance(body, bytes):
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(body).decode("ascii"), "base64"
+    else:
+        text = body
+    try:
+        return parse_json(text), None
+    except ValueError:
+        return text, None
+
+
+def _jsonable(value: Any) -> Any:
+    """json.dumps fallback for what AMQP tables carry besides JSON types."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return body_text(bytes(value))
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    return repr(value)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=_jsonable)
+
+
+def record(delivery: Delivery, binding: str) -> dict[str, Any]:
+    """The json format's fields for *delivery*."""
+    info = delivery.delivery_info
+    value, encoding = body_value(delivery.body)
+    rec: dict[str, Any] = {
+        "binding": binding,
+        "exchange": info.get("exchange", ""),
+        "routing_key": info.get("routing_key", ""),
+        "redelivered": bool(info.get("redelivered", False)),
+        "received_at": utc_now(),
+        "properties": dict(delivery.properties),
+        "body": value,
+    }
+    if encoding:
+        rec["body_encoding"] = encoding
+    return rec
+
+
+def dump(rec: dict[str, Any]) -> bytes:
+    """Serialise a record as one ASCII JSON line; never raises for odd values."""
+    try:
+        return _ENCODER.encode(rec).encode("ascii")
+    except (ValueError, RecursionError, TypeError):
+        # Too deep for the encoder, or a surprising type in a header table.
+        safe = {k: v for k, v in rec.items() if k not in ("body", "properties")}
+        safe["properties"] = {k: _jsonable(v) if isinstance(v, dict | list) else v
+                              for k, v in rec.get("properties", {}).items()}  # fmt: skip
+        safe["body"] = escape_text(repr(rec.get("body")))
+        safe["body_encoding"] = "repr"
+        try:
+            return _ENCODER.encode(safe).encode("ascii")
+        except (ValueError, RecursionError, TypeError):
+            safe["properties"] = escape_text(repr(rec.get("properties")))
+            return _ENCODER.encode(safe).encode("ascii")
+
+
+# Record keys that an unwrapped oslo message may not overwrite.
+_RECORD_KEYS = frozenset(("binding", "exchange", "routing_key", "redelivered", "received_at", "properties"))
+
+
+def unwrap_oslo(value: Any) -> dict[str, Any] | None:
+    """The notification dict inside an oslo.messaging 2.0 envelope (or a bare 1.0 one)."""
+    if not isinstance(value, dict):
+        return None
+    envelope = value.get("oslo.message")
+    if envelope is None:
+        return value
+    if not isinstance(envelope, str):
+        return None
+    try:
+        inner = parse_json(envelope)
+    except ValueError:
+        return None
+    if not isinstance(inner, dict):
+        return None
+    if "oslo.version" in value:
+        inner.setdefault("oslo.version", value["oslo.version"])
+    return inner
+
+
+def make_json(binding: str) -> LineFormatter:
+    def format_json(delivery: Delivery) -> bytes:
+        return dump(record(delivery, binding))
+
+    return format_json
+
+
+def make_oslo(binding: str) -> LineFormatter:
+    def format_oslo(delivery: Delivery) -> bytes:
+        rec = record(delivery, binding)
+        message = unwrap_oslo(rec["body"])
+        if message is not None:
+            del rec["body"]
+            for key, val in message.items():
+                rec[f"message.{key}" if key in _RECORD_KEYS else key] = val
+        return dump(rec)
+
+    return format_oslo
+
+
+def _property(name: str) -> Callable[[Delivery, str], str]:
+    def get(delivery: Delivery, binding: str) -> str:
+        value = delivery.properties.get(name)
+        if value is None:
+            return ""
+        if isinstance(value, dict | list):
+            return dump({"v": value})[5:-1].decode("ascii")
+        return str(_jsonable(value) if isinstance(value, datetime.datetime | bytes) else value)
+
+    return get
+
+
+def _oslo_field(name: str) -> Callable[[Delivery, str], str]:
+    def get(delivery: Delivery, binding: str) -> str:
+        value, _ = body_value(delivery.body)
+        message = unwrap_oslo(value)
+        found = message.get(name) if message else None
+        return "" if found is None else str(found)
+
+    return get
+
+
+_PROPERTIES = ("content_type", "content_encoding", "headers", "delivery_mode", "priority",
+               "correlation_id", "reply_to", "expiration", "message_id", "timestamp",
+               "type", "user_id", "app_id")  # fmt: skip
+
+TEMPLATE_FIELDS: dict[str, Callable[[Delivery, str], str]] = {
+    "binding": lambda d, b: b,
+    "exchange": lambda d, b: str(d.delivery_info.get("exchange", "")),
+    "routing_key": lambda d, b: str(d.delivery_info.get("routing_key", "")),
+    "redelivered": lambda d, b: "true" if d.delivery_info.get("redelivered") else "false",
+    "delivery_tag": lambda d, b: str(d.delivery_info.get("delivery_tag", "")),
+    "received_at": lambda d, b: utc_now(),
+    "body": lambda d, b: body_text(d.body),
+    **{name: _property(name) for name in _PROPERTIES},
+    "event_type": _oslo_field("event_type"),
+    "publisher_id": _oslo_field("publisher_id"),
+}
+
+
+def compile_template(template: str) -> list[tuple[str, str | None]]:
+    """Split *template* into (literal, field) pairs; refuse anything but named fields."""
+    if "\n" in template or "\r" in template:
+        raise TemplateError("a template must be a single line (no newline)")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(f"invalid template {template!r}: {exc}") from None
+    parts: list[tuple[str, str | None]] = []
+    for literal, field, spec, conversion in parsed:
+        if field is not None and (spec or conversion or field not in TEMPLATE_FIELDS):
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            if field not in TEMPLATE_FIELDS:
+                why = f"unknown field {shown}; fields: {', '.join(sorted(TEMPLATE_FIELDS))}"
+            else:
+                why = f"{shown}: only plain {{name}} fields are allowed (no conversions or format specs)"
+            raise TemplateError(why)
+        parts.append((literal, field))
+    return parts
+
+
+def make_template(template: str, binding: str) -> LineFormatter:
+    parts = [(literal, TEMPLATE_FIELDS[field] if field else None) for literal, field in compile_template(template)]
+
+    def format_template(delivery: Delivery) -> bytes:
+        out = []
+        for literal, getter in parts:
+            out.append(literal)
+            if getter is not None:
+                out.append(escape_text(getter(delivery, binding)))
+        return "".join(out).encode("utf-8", "backslashreplace")
+
+    return format_template
+
+
+def make_formatter(fmt: str, binding: str) -> LineFormatter:
+    """The line formatter for a binding's ``format`` setting."""
+    if fmt == "raw":
+        return format_raw
+    if fmt == "json":
+        return make_json(binding)
+    if fmt == "oslo":
+        return make_oslo(binding)
+    return make_template(fmt, binding)
+
+
+def safe_line(delivery: Delivery, error: BaseException) -> bytes:
+    """Last resort when a formatter failed: the raw escaped body, marked."""
+    return b"[bridged: format failed: " + escape_text(type(error).__name__).encode() + b"] " + format_raw(delivery)

@@ -1,0 +1,55 @@
+"""bridged's own log: structlog to stderr, configured once (console on a TTY, JSON otherwise)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+LOG_FORMATS = ("auto", "console", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _ToStructlog(logging.Handler):
+    """Routes kombu/py-amqp stdlib records into the same stream and format."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            structlog.get_logger(record.name).log(record.levelno, "library_log", message=record.getMessage())
+        except Exception:  # noqa: BLE001 - logging must never take the daemon down
+            self.handleError(record)
+
+
+def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up structlog for the whole process."""
+    stream = stream or sys.stderr
+    if log_format == "auto":
+        log_format = "console" if stream.isatty() else "json"
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        if log_format == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    numeric = getattr(logging, level.upper())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [_ToStructlog()]
+    # Library chatter below WARNING is noise for operators, even at --log-level debug.
+    root.setLevel(max(numeric, logging.WARNING))
+
+
+def get_logger(**bound: Any) -> Any:
+    return structlog.get_logger("bridged").bind(**bound)
