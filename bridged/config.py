@@ -134,7 +134,7 @@ def parse_config(text: str, path: str, environ: Mapping[str, str]) -> Config:
         bindings={},
     )
     bindings = _bindings(top.section("bindings"), config.sinks)
-    top.done()
+    top.done(extension_prefix="x-")  # x-… keys hold YAML anchors for shared settings
     return Config(config.path, config.broker, config.reconnect, config.sinks, bindings)
 
 
@@ -144,6 +144,8 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` may be overridden by the mapping's own keys
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen
@@ -165,7 +167,8 @@ def _expand(value: Any, path: str, environ: Mapping[str, str], count: list[int],
     """Replace ${VAR} in every string; bound the walk against alias bombs."""
     count[0] += 1
     if count[0] > MAX_CONFIG_NODES or depth > MAX_CONFIG_DEPTH:
-        raise ConfigError(path, "the config is too large or too deeply nested (a YAML alias loop?)")
+        shown = path if len(path) <= 40 else path[:40] + "..."
+        raise ConfigError(shown, "the config is too large or too deeply nested (a YAML alias loop?)")
     if isinstance(value, str):
         return _VAR.sub(lambda m: _lookup(m, path, environ), value) if "$" in value else value
     if isinstance(value, dict):
@@ -225,9 +228,11 @@ class _Section:
             return _Section({}, where)
         return _Section(self.raw[key], where)
 
-    def done(self) -> None:
+    def done(self, extension_prefix: str | None = None) -> None:
         """Refuse keys nobody asked for, with a did-you-mean hint."""
         for key in self.raw:
+            if extension_prefix and key.startswith(extension_prefix):
+                continue
             if key not in self.known:
                 hint = difflib.get_close_matches(key, self.known, n=1)
                 extra = f" (did you mean '{hint[0]}'?)" if hint else ""

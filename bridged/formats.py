@@ -130,6 +130,14 @@ def _jsonable(value: Any) -> Any:
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=_jsonable)
 
 
+def _properties(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """AMQP properties as set; py-amqp calls the headers table application_headers."""
+    props = dict(properties)
+    if "application_headers" in props:
+        props["headers"] = props.pop("application_headers")
+    return props
+
+
 def record(delivery: Delivery, binding: str) -> dict[str, Any]:
     """The json format's fields for *delivery*."""
     info = delivery.delivery_info
@@ -140,7 +148,7 @@ def record(delivery: Delivery, binding: str) -> dict[str, Any]:
         "routing_key": info.get("routing_key", ""),
         "redelivered": bool(info.get("redelivered", False)),
         "received_at": utc_now(),
-        "properties": dict(delivery.properties),
+        "properties": _properties(delivery.properties),
         "body": value,
     }
     if encoding:
@@ -211,8 +219,10 @@ def make_oslo(binding: str) -> LineFormatter:
 
 
 def _property(name: str) -> Callable[[Delivery, str], str]:
+    key = "application_headers" if name == "headers" else name
+
     def get(delivery: Delivery, binding: str) -> str:
-        value = delivery.properties.get(name)
+        value = delivery.properties.get(key)
         if value is None:
             return ""
         if isinstance(value, dict | list):

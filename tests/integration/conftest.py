@@ -1,0 +1,223 @@
+"""Fixtures that drive a real broker and real bridged processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import amqp
+import pytest
+import yaml
+
+BROKER_HOST = os.environ.get("BRIDGED_TEST_BROKER", "127.0.0.1:5672")
+BROKER_URL = f"amqp://guest:guest@{BROKER_HOST}//"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll *predicate* until it returns something truthy, or fail naming *what*."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_bytes().decode("utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_lines(path: Path, count: int, timeout: float = 30.0) -> list[str]:
+    """Wait until *path* holds at least *count* lines and return them."""
+    wait_until(lambda: len(read_lines(path)) >= count, timeout, f"{count} lines in {path}")
+    return read_lines(path)
+
+
+def rabbitmqctl(*args: str, timeout: float = 120) -> str:
+    return subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, text=True, timeout=timeout).stdout
+
+
+def queue_counts(queue: str) -> tuple[int, int]:
+    """(ready, unacknowledged) for *queue*, from the broker itself."""
+    out = rabbitmqctl("list_queues", "-q", "--no-table-headers", "name", "messages_ready", "messages_unacknowledged")
+    for row in out.splitlines():
+        fields = row.split()
+        if len(fields) == 3 and fields[0] == queue:
+            return int(fields[1]), int(fields[2])
+    raise AssertionError(f"queue {queue} not found")
+
+
+class Broker:
+    """A publishing connection with publisher confirms, plus cleanup of what tests declared."""
+
+    def __init__(self) -> None:
+        self.conn = amqp.Connection(BROKER_HOST, userid="guest", password="guest")
+        self.conn.connect()
+        self.channel = self.conn.channel()
+        self.channel.confirm_select()
+        self.queues: set[str] = set()
+        self.exchanges: set[str] = set()
+
+    def reconnect(self) -> None:
+        try:
+            self.conn.collect()
+        except Exception:
+            pass
+        self.conn = amqp.Connection(BROKER_HOST, userid="guest", password="guest")
+        self.conn.connect()
+        self.channel = self.conn.channel()
+        self.channel.confirm_select()
+
+    def declare_exchange(self, name: str, kind: str, durable: bool = True) -> None:
+        self.exchanges.add(name)
+        self.channel.exchange_declare(name, kind, durable=durable, auto_delete=False)
+
+    def publish(self, exchange: str, routing_key: str, body: bytes | str, **properties: Any) -> None:
+        properties.setdefault("delivery_mode", 2)
+        self.channel.basic_publish(amqp.Message(body, **properties), exchange=exchange, routing_key=routing_key)
+
+    def get_all(self, queue: str) -> list[bytes]:
+        """Drain *queue* with basic_get (acking), returning the bodies."""
+        bodies = []
+        while True:
+            message = self.channel.basic_get(queue, no_ack=True)
+            if message is None:
+                return bodies
+            bodies.append(message.body)
+
+    def cleanup(self) -> None:
+        try:
+            self.reconnect()
+            for queue in self.queues:
+                self.channel.queue_delete(queue)
+            for exchange in self.exchanges:
+                self.channel.exchange_delete(exchange)
+            self.conn.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def broker_is_up() -> None:
+    """Fail fast, with a clear message, when no broker listens."""
+    conn = amqp.Connection(BROKER_HOST, userid="guest", password="guest", connect_timeout=5)
+    try:
+        conn.connect()
+    except OSError as exc:
+        pytest.exit(f"no RabbitMQ at {BROKER_HOST}: {exc} (start it: rabbitmq-server -detached)", returncode=3)
+    conn.close()
+
+
+@pytest.fixture
+def uid() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    b = Broker()
+    yield b
+    b.cleanup()
+
+
+class Bridged:
+    """A started `python -m bridged` process with its config, stdout and stderr in files."""
+
+    def __init__(self, directory: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+        self.directory = directory
+        self.config_path = directory / f"bridged-{uuid.uuid4().hex[:6]}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.stdout_path = self.config_path.with_suffix(".stdout")
+        self.stderr_path = self.config_path.with_suffix(".stderr")
+        self._stdout = open(self.stdout_path, "wb")
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridged", "--config", str(self.config_path), "--log-level", "debug"],
+            stdin=subprocess.DEVNULL,
+            stdout=self._stdout,
+            stderr=self._stderr,
+            env={**os.environ, **(env or {})},
+        )
+
+    def events(self) -> list[dict[str, Any]]:
+        """bridged's own log so far (JSON lines on stderr)."""
+        events = []
+        for line in self.stderr_path.read_text(errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                events.append({"event": "non_json", "line": line})
+        return events
+
+    def count(self, event: str, **fields: Any) -> int:
+        return sum(
+            1 for e in self.events() if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+        )
+
+    def wait_event(self, event: str, count: int = 1, timeout: float = 30.0, **fields: Any) -> None:
+        def seen() -> bool:
+            if self.proc.poll() is not None and self.count(event, **fields) < count:
+                raise AssertionError(f"bridged exited {self.proc.returncode}: {self.stderr_path.read_text()[-3000:]}")
+            return self.count(event, **fields) >= count
+
+        wait_until(seen, timeout, f"{count}x {event} {fields}")
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.close_files()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.close_files()
+
+    def close_files(self) -> None:
+        self._stdout.close()
+        self._stderr.close()
+
+
+@pytest.fixture
+def start_bridged(tmp_path: Path) -> Iterator[Callable[..., Bridged]]:
+    started: list[Bridged] = []
+
+    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> Bridged:
+        bridged = Bridged(tmp_path, config, env)
+        started.append(bridged)
+        return bridged
+
+    yield start
+    for bridged in started:
+        bridged.kill()
+
+
+def base_config(sinks: dict[str, Any], bindings: dict[str, Any], **top: Any) -> dict[str, Any]:
+    """A config with fast reconnects, suitable for tests."""
+    config: dict[str, Any] = {
+        "broker": {"url": BROKER_URL, "heartbeat": 10},
+        "reconnect": {"initial_delay": 0.2, "max_delay": 2.0, "multiplier": 2.0},
+        "sinks": sinks,
+        "bindings": bindings,
+    }
+    config.update(top)
+    return config

@@ -1,0 +1,74 @@
+"""Hostile bodies: each gives exactly one line in every format, and the binding keeps going."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tests.integration.conftest import base_config, wait_lines
+
+HOSTILE_BODIES: list[tuple[bytes, dict]] = [
+    (b"", {}),
+    (b"plain", {}),
+    (b"line one\nline two\r\nline three\rend", {}),
+    (b"\x1b[2J\x1b[31mred\x1b]0;title\x07", {}),
+    (b"nul\x00byte", {}),
+    (b"\xff\xfe\xfd invalid utf-8 \xc3\x28", {}),
+    ("unicode separators \u2028 \u2029 \u0085 bidi \u202e".encode(), {}),
+    (os.urandom(4096), {}),
+    (b"[" * 10_000 + b"]" * 10_000, {"content_type": "application/json"}),
+    (b'{"a": NaN, "b": 1}', {}),
+    (b"1" * 5000, {}),
+    (b"x" * (4 * 1024 * 1024 + 17), {}),
+    ("caf\u00e9 \n".encode(), {"content_encoding": "utf-8"}),
+    (b"\xff\xfe", {"content_encoding": "utf-8"}),
+    (b"abc", {"content_encoding": "no-such-codec"}),
+    (b'{"oslo.version": "2.0", "oslo.message": "{not json"}', {}),
+    (b'{"oslo.version": "2.0", "oslo.message": 42}', {}),
+    (b"ok", {"application_headers": {"bin": b"\x00\xff", "nested": {"a": [1, 2, {"b": None}]}, "n": 2**62}}),
+    (b"ok", {"message_id": "id\nforged", "app_id": "\x1b[31m", "type": "t", "correlation_id": "c"}),
+]
+
+
+def test_every_hostile_body_gives_exactly_one_line_per_format(broker, start_bridged, uid, tmp_path):
+    """raw, json, oslo and a template each write one line per message, JSON lines parse, ESC never leaks."""
+    exchange = f"test.hostile.{uid}"
+    formats = {"raw": "raw", "json": "json", "oslo": "oslo", "tpl": "{routing_key} {message_id} {body}"}
+    sinks = {name: {"type": "file", "path": str(tmp_path / f"{name}.log")} for name in formats}
+    bindings = {
+        name: {
+            "exchange": exchange,
+            "exchange_type": "fanout",
+            "queue": f"bridged.test.{uid}.{name}",
+            "sink": name,
+            "format": fmt,
+        }
+        for name, fmt in formats.items()
+    }
+    broker.queues.update(b["queue"] for b in bindings.values())
+    broker.exchanges.add(exchange)
+    bridged = start_bridged(base_config(sinks, bindings))
+    bridged.wait_event("consuming", count=len(formats))
+    for body, properties in HOSTILE_BODIES:
+        broker.publish(exchange, "k", body, **properties)
+    broker.publish(exchange, "k", b"sentinel")
+    total = len(HOSTILE_BODIES) + 1
+    for name in formats:
+        raw = wait_lines(tmp_path / f"{name}.log", total, timeout=60)
+        data = (tmp_path / f"{name}.log").read_bytes()
+        assert len(raw) == total, f"{name}: {len(raw)} lines for {total} messages"
+        assert data.count(b"\n") == total
+        assert b"\x1b" not in data and b"\x00" not in data and b"\r" not in data
+        if name in ("json", "oslo"):
+            records = [json.loads(line) for line in raw]
+            assert records[-1].get("body") == "sentinel"
+        else:
+            assert raw[-1].endswith("sentinel")
+    json_records = [json.loads(line) for line in (tmp_path / "json.log").read_text().splitlines()]
+    by_index = dict(enumerate(json_records))
+    assert by_index[7]["body_encoding"] == "base64"
+    assert by_index[11]["body"] == "x" * (4 * 1024 * 1024 + 17)
+    assert by_index[12]["body"] == "caf\u00e9 \n"
+    assert by_index[17]["properties"]["headers"]["nested"] == {"a": [1, 2, {"b": None}]}
+    assert by_index[17]["properties"]["headers"]["bin"] == "\x00\\xff"
+    assert bridged.proc.poll() is None

@@ -1,0 +1,47 @@
+"""Backoff schedule and password masking."""
+
+from __future__ import annotations
+
+import random
+
+from bridged.backoff import JITTER_FLOOR, Backoff
+from bridged.config import ReconnectConfig
+from bridged.secrets import mask_text, mask_url, url_password
+
+
+def test_backoff_grows_exponentially_up_to_the_cap_with_jitter():
+    backoff = Backoff(ReconnectConfig(initial_delay=1, max_delay=10, multiplier=2), random.Random(1))
+    delays = [backoff.next_delay() for _ in range(8)]
+    ceilings = [1, 2, 4, 8, 10, 10, 10, 10]
+    for delay, ceiling in zip(delays, ceilings, strict=True):
+        assert JITTER_FLOOR * ceiling <= delay <= ceiling
+    assert len(set(delays)) == len(delays), "no jitter"
+    assert backoff.attempts == 8
+
+
+def test_backoff_reset_starts_over():
+    backoff = Backoff(ReconnectConfig(initial_delay=1, max_delay=100, multiplier=3))
+    for _ in range(5):
+        backoff.next_delay()
+    backoff.reset()
+    assert backoff.attempts == 0
+    assert backoff.next_delay() <= 1
+
+
+def test_backoff_never_overflows():
+    backoff = Backoff(ReconnectConfig(initial_delay=1, max_delay=60, multiplier=1e300))
+    for _ in range(10_000):
+        assert backoff.next_delay() <= 60
+
+
+def test_mask_url():
+    assert mask_url("amqp://user:s3cret@host:5672//") == "amqp://user:****@host:5672//"
+    assert mask_url("amqp://host//") == "amqp://host//"
+    assert mask_url("amqp://user@host//") == "amqp://user@host//"
+    assert mask_url("failed amqps://a:b%40c@h/v and amqp://x:y@z") == "failed amqps://a:****@h/v and amqp://x:****@z"
+
+
+def test_mask_text_masks_literal_passwords_too():
+    assert mask_text("login refused for p@ss", ("p@ss",)) == "login refused for ****"
+    assert url_password("amqp://u:p%40ss@h//") == "p@ss"
+    assert url_password("amqp://h:bad") == ""

@@ -1,0 +1,188 @@
+"""Config parsing: defaults, ${VAR}, and one clear error per mistake."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from bridged.config import ConfigError, parse_config
+
+BASE = {
+    "sinks": {"out": {"type": "stdout"}},
+    "bindings": {"glance": {"exchange": "glance", "sink": "out"}},
+}
+
+
+def parse(raw: dict | str, environ: dict | None = None):
+    text = raw if isinstance(raw, str) else yaml.safe_dump(raw)
+    return parse_config(text, "test.yaml", environ or {})
+
+
+def with_binding(**fields) -> dict:
+    return {**BASE, "bindings": {"glance": {"exchange": "glance", "sink": "out", **fields}}}
+
+
+def error(raw: dict | str, environ: dict | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(raw, environ)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults():
+    """A minimal config gets the documented defaults."""
+    config = parse(BASE)
+    binding = config.bindings["glance"]
+    assert config.broker.urls == ("amqp://guest:guest@127.0.0.1:5672//",)
+    assert config.broker.heartbeat == 30
+    assert config.reconnect.max_attempts is None
+    assert binding.exchange_type == "topic" and binding.routing_keys == ("#",)
+    assert binding.queue == "bridged.glance"
+    assert binding.durable and binding.exchange_durable and not binding.auto_delete and not binding.exclusive
+    assert binding.prefetch == 1000 and binding.format == "raw" and binding.sinks == ("out",)
+
+
+def test_full_binding_and_sink_list():
+    """Every binding key is read; sinks: takes a list."""
+    config = parse({
+        "broker": {"url": ["amqp://a//", "amqp://b//"], "heartbeat": 0},
+        "sinks": {"out": {"type": "stdout"}, "f": {"type": "file", "path": "/tmp/x.log"},
+                  "s": {"type": "syslog", "address": "tcp://127.0.0.1:514", "facility": "local3", "tag": "nova",
+                        "protocol": "rfc3164"}},
+        "bindings": {"nova": {"exchange": "nova", "exchange_type": "direct", "routing_keys": ["a", "b"],
+                              "queue": "q", "durable": False, "auto_delete": True, "exclusive": True,
+                              "queue_arguments": {"x-queue-type": "quorum"}, "prefetch": 10,
+                              "sinks": ["out", "f", "s"], "format": "{body}"}},
+    })  # fmt: skip
+    nova = config.bindings["nova"]
+    assert config.broker.urls == ("amqp://a//", "amqp://b//")
+    assert nova.routing_keys == ("a", "b") and nova.sinks == ("out", "f", "s")
+    assert nova.batch_size == 10  # never more than the prefetch window
+    assert config.sinks["s"].facility == 19 and config.sinks["s"].protocol == "rfc3164"
+
+
+def test_fanout_ignores_routing_keys():
+    assert parse(with_binding(exchange_type="fanout", routing_keys=["x"])).bindings["glance"].routing_keys == ("",)
+
+
+def test_environment_variables_are_expanded():
+    """${VAR} is replaced anywhere; $$ is a literal dollar."""
+    config = parse(
+        {**BASE, "broker": {"url": "amqp://u:${PASS}@h//"}, "sinks": {"out": {"type": "file", "path": "/x/$$/${D}"}}},
+        {"PASS": "pw", "D": "d"},
+    )
+    assert config.broker.urls == ("amqp://u:pw@h//",)
+    assert config.sinks["out"].path == "/x/$/d"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            with_binding(exchange_type="fanot"),
+            "bindings.glance.exchange_type: 'fanot' is not one of fanout, direct, topic",
+        ),
+        (with_binding(exchange_type="direct"), "bindings.glance.routing_keys: a direct exchange needs at least one"),
+        (with_binding(exchange=5), "bindings.glance.exchange: expected a string, got an integer"),
+        (with_binding(exchange=""), "bindings.glance.exchange: must not be empty"),
+        (with_binding(durable="yes"), "bindings.glance.durable: expected true or false, got a string"),
+        (with_binding(prefetch=-1), "bindings.glance.prefetch: must be at least 1, got -1"),
+        (with_binding(prefetch=1.5), "bindings.glance.prefetch: expected an integer, got a number"),
+        (with_binding(prefetch=True), "bindings.glance.prefetch: expected an integer, got a boolean"),
+        (with_binding(sink="nope"), "bindings.glance.sink: sink 'nope' is not declared under sinks"),
+        (with_binding(sink="ou"), "(did you mean 'out'?)"),
+        ({**BASE, "bindings": {"g": {"exchange": "e", "sinks": ["out", "x"]}}}, "bindings.g.sinks[1]: sink 'x' is not"),
+        ({**BASE, "bindings": {"g": {"exchange": "e", "sinks": []}}}, "bindings.g.sink: is required"),
+        ({**BASE, "bindings": {"g": {"exchange": "e"}}}, "bindings.g.sink: is required"),
+        (with_binding(sinks=["out"], sink="out"), "bindings.glance.sinks: give either sink or sinks, not both"),
+        (with_binding(routing_key="a"), "bindings.glance.routing_key: unknown key (did you mean 'routing_keys'?)"),
+        (with_binding(queue_arguments=[1]), "bindings.glance.queue_arguments: expected a mapping, got a list"),
+        (with_binding(format="yaml"), "bindings.glance.format: 'yaml' is not one of raw, json, oslo"),
+        (with_binding(format="{body!r}"), "only plain {name} fields"),
+        (with_binding(format="{body:>10}"), "only plain {name} fields"),
+        (with_binding(format="{body[0]}"), "unknown field"),
+        (with_binding(format="{0}"), "unknown field"),
+        (with_binding(format="{body"), "invalid template"),
+        (with_binding(format="{body}\n{body}"), "single line"),
+        ({"bindings": BASE["bindings"]}, "sinks: is required"),
+        ({"sinks": BASE["sinks"]}, "bindings: is required"),
+        ({**BASE, "bindings": {}}, "bindings: declare at least one binding"),
+        ({**BASE, "sinks": {}}, "sinks: declare at least one sink"),
+        ({**BASE, "bindings": {"g": "glance"}}, "bindings.g: expected a mapping, got a string"),
+        ({**BASE, "extra": 1}, "extra: unknown key"),
+        ({**BASE, "binding": {}}, "(did you mean 'bindings'?)"),
+        ({**BASE, "sinks": {"out": {"type": "kafka"}}}, "sinks.out.type: 'kafka' is not one of file, stdout, syslog"),
+        ({**BASE, "sinks": {"out": {"type": "file"}}}, "sinks.out.path: is required"),
+        ({**BASE, "sinks": {"out": {"type": "stdout", "path": "x"}}}, "sinks.out.path: unknown key"),
+        ({**BASE, "sinks": {"out": {"type": "syslog", "address": "http://x:1"}}}, "sinks.out.address:"),
+        ({**BASE, "sinks": {"out": {"type": "syslog", "address": "udp://x"}}}, "sinks.out.address:"),
+        (
+            {**BASE, "sinks": {"out": {"type": "syslog", "facility": "local9"}}},
+            "sinks.out.facility: 'local9' is not one of",
+        ),
+        ({**BASE, "sinks": {"out": {"type": "syslog", "tag": "has space"}}}, "sinks.out.tag:"),
+        ({**BASE, "sinks": {"out": {"type": "syslog", "max_size": 10}}}, "sinks.out.max_size: must be at least 480"),
+        ({**BASE, "broker": {"url": "amqp://h:99999//"}}, "broker.url: malformed broker URL"),
+        ({**BASE, "broker": {"url": "amqp:///vhost"}}, "broker.url: broker URL 'amqp:///vhost' names no host"),
+        ({**BASE, "broker": {"url": []}}, "broker.url: must name at least one broker URL"),
+        ({**BASE, "broker": {"url": ["amqp://h//", "kafka://h"]}}, "broker.url[1]: broker URL 'kafka://h' must start"),
+        ({**BASE, "broker": {"heartbeat": -5}}, "broker.heartbeat: must be at least 0, got -5"),
+        ({**BASE, "broker": {"heartbeat": ".nan"}}, "broker.heartbeat: expected a number, got a string"),
+        ({**BASE, "reconnect": {"initial_delay": 0}}, "reconnect.initial_delay: must be greater than 0"),
+        (
+            {**BASE, "reconnect": {"initial_delay": 10, "max_delay": 1}},
+            "reconnect.max_delay: must be at least initial_delay",
+        ),
+        ({**BASE, "reconnect": {"max_attempts": 0}}, "reconnect.max_attempts: must be at least 1, got 0"),
+        ({**BASE, "reconnect": {"multiplier": 0.5}}, "reconnect.multiplier: must be at least 1, got 0.5"),
+        ({**BASE, "reconnect": 3}, "reconnect: expected a mapping, got an integer"),
+        ({**BASE, 1: 2}, "key 1 must be a string"),
+    ],
+)
+def test_each_mistake_is_one_line_naming_the_key_path(raw, expected):
+    """Each config mistake raises one ConfigError whose line names the key path."""
+    assert expected in error(raw)
+
+
+def test_unset_variable_names_the_variable_and_path():
+    assert (
+        error({**BASE, "broker": {"url": "amqp://u:${NOPE}@h//"}}) == "broker.url: environment variable NOPE is not set"
+    )
+    assert "not a valid environment variable name" in error({**BASE, "broker": {"url": "${1X}"}})
+
+
+def test_passwords_never_appear_in_errors():
+    """A malformed URL is quoted with its password masked."""
+    message = error({**BASE, "broker": {"url": "amqp://user:s3cret@h:port//"}})
+    assert "s3cret" not in message and "user:****@" in message
+
+
+def test_nan_and_infinity_are_refused():
+    assert "finite" in error("broker: {heartbeat: .nan}\n" + yaml.safe_dump(BASE))
+    assert "finite" in error("reconnect: {max_delay: .inf}\n" + yaml.safe_dump(BASE))
+
+
+def test_yaml_errors():
+    """Invalid YAML, duplicate keys, python tags and alias bombs are refused with a line each."""
+    assert "invalid YAML (line 1" in error("a: [")
+    assert "duplicate key 'sinks'" in error("sinks: {}\nsinks: {}\n")
+    assert "invalid YAML" in error("!!python/object/apply:os.system ['true']")
+    assert "too large or too deeply nested" in error("a: &a [*a]")
+    assert error("") == "the file is empty"
+    assert "a mapping key must be a plain value" in error("? [a, b]\n: c\n")
+
+
+def test_anchors_for_shared_settings_work():
+    """Anchors and merge keys work; top-level x-… keys hold them, other unknown keys stay errors."""
+    text = (
+        """
+sinks: {out: {type: stdout}}
+defaults: &defaults {exchange_type: topic, sink: out, exchange_durable: false}
+"""
+        + "bindings:\n  nova: {<<: *defaults, exchange: nova}\n  glance: {<<: *defaults, exchange: glance}\n"
+    )
+    assert "defaults: unknown key" in error(text)
+    config = parse(text.replace("defaults: &defaults", "x-defaults: &defaults"))
+    assert config.bindings["nova"].exchange == "nova" and not config.bindings["nova"].exchange_durable
+    assert config.bindings["glance"].sinks == ("out",)
