@@ -146,6 +146,20 @@ TRUNCATION_MARKER = b"...[truncated]"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+def _still_open(sock: socket.socket) -> bool:
+    """A syslog server never sends: anything readable on the stream means EOF or an error.
+
+    Checked before each batch, so a server that closed the connection is seen
+    before we write into a dead socket whose first send would still succeed.
+    """
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
 class SyslogSink:
     """RFC 5424/3164 over a unix datagram socket, UDP, or TCP with octet counting."""
 
@@ -166,7 +180,9 @@ class SyslogSink:
             self._reconnect_requested = False
             self._close_socket()
         if self._sock is not None:
-            return self._sock
+            if not self._stream or _still_open(self._sock):
+                return self._sock
+            self._close_socket()
         address = self.address
         if address.startswith("/"):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
