@@ -102,7 +102,9 @@ def test_unix_datagram_rfc5424(broker, start_bridged, uid, tmp_path: Path):
     path = str(tmp_path / "log.sock")
     server = DatagramServer(socket.AF_UNIX, path)
     try:
-        bridged, exchange, _ = _start(broker, start_bridged, uid, {"address": path, "facility": "local0", "tag": "nova"})
+        bridged, exchange, _ = _start(
+            broker, start_bridged, uid, {"address": path, "facility": "local0", "tag": "nova"}
+        )
         for i in range(5):
             broker.publish(exchange, "", f"m{i}\nx".encode())
         wait_until(lambda: len(server.messages) >= 5, 20, "5 datagrams")
@@ -121,8 +123,8 @@ def test_udp_rfc3164_and_truncation(broker, start_bridged, uid):
     server = DatagramServer(socket.AF_INET, ("127.0.0.1", 0))
     port = server.sock.getsockname()[1]
     try:
-        _, exchange, _ = _start(broker, start_bridged, uid,
-                                {"address": f"udp://127.0.0.1:{port}", "protocol": "rfc3164", "max_size": 512})  # fmt: skip
+        sink = {"address": f"udp://127.0.0.1:{port}", "protocol": "rfc3164", "max_size": 512}
+        _, exchange, _ = _start(broker, start_bridged, uid, sink)
         broker.publish(exchange, "", b"short")
         broker.publish(exchange, "", "\u00e9".encode() * 2000)
         wait_until(lambda: len(server.messages) >= 2, 20, "2 datagrams")
@@ -150,8 +152,9 @@ def test_tcp_octet_counting_survives_a_server_restart(broker, start_bridged, uid
         ready, unacked = queue_counts(queue)
         assert ready + unacked >= 9, "messages were acked while syslog was down"
         server = OctetCountingServer(port)
-        wait_until(lambda: {f"during{i}".encode() for i in range(10)}
-                   <= {RFC5424.fullmatch(m).group(5) for m in server.messages}, 30, "the messages sent during the outage")  # fmt: skip
+        during = {f"during{i}".encode() for i in range(10)}
+        received = lambda: {RFC5424.fullmatch(m).group(5) for m in server.messages}  # noqa: E731
+        wait_until(lambda: during <= received(), 30, "the messages sent during the outage")
         assert bridged.proc.poll() is None
     finally:
         server.close()
