@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bridged import __version__
-from bridged.config import ConfigError, describe, load_config
+from bridged.config import Config, ConfigError, describe, load_config
 from bridged.log import LOG_FORMATS, LOG_LEVELS, configure
 
 EXIT_INTERNAL = 1
@@ -21,11 +21,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", "-c", metavar="PATH", help="YAML config file")
     parser.add_argument("--check", action="store_true", help="validate the config and exit (0 valid, 2 invalid)")
-    parser.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
-                        help="bridged's own log on stderr: console, json, or auto (console on a TTY)")  # fmt: skip
+    parser.add_argument(
+        "--daemon",
+        action="store_true",
+        help="detach (SysV style); without it bridged never forks, as systemd and docker need",
+    )
+    parser.add_argument("--pidfile", metavar="PATH", help="write and lock a pidfile; a live holder refuses a start")
+    parser.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="bridged's own log to this file instead of stderr (with --daemon: default syslog)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto",
+        help="bridged's own log: console, json, or auto (console on a TTY)",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     parser.add_argument("--version", action="version", version=f"bridged {__version__}")
-    return parser
+    return parser  # fmt: skip
 
 
 def _fail(message: str, code: int) -> int:
@@ -44,11 +59,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         print(describe(config))
         return 0
-    configure(args.log_format, args.log_level)
+    from bridged.daemon import Pidfile, PidfileError, daemonize, log_stream_for_daemon
+
+    pidfile = Pidfile(args.pidfile) if args.pidfile else None
+    try:
+        if args.daemon:
+            return daemonize(pidfile, lambda ready: _serve(config, args, log_stream_for_daemon(args.log_file), ready))
+        if pidfile is not None:
+            pidfile.acquire()
+            pidfile.write_pid()
+        log_stream = open(args.log_file, "a", buffering=1, encoding="utf-8") if args.log_file else None
+        try:
+            return _serve(config, args, log_stream, lambda: None)
+        finally:
+            if pidfile is not None:
+                pidfile.release()
+    except PidfileError as exc:
+        return _fail(str(exc), EXIT_INTERNAL)
+    except OSError as exc:
+        return _fail(f"cannot start: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), EXIT_INTERNAL)
+
+
+def _serve(config: Config, args: argparse.Namespace, log_stream: object, ready: Callable[[], None]) -> int:
+    configure(args.log_format, args.log_level, log_stream)  # type: ignore[arg-type]
     from bridged.supervisor import Supervisor  # after logging is configured
 
     try:
-        return Supervisor(config).run()
+        supervisor = Supervisor(config, health_file=args.health_file)
+        ready()
+        return supervisor.run()
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback, for the operator

@@ -164,7 +164,7 @@ _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _expand(value: Any, path: str, environ: Mapping[str, str], count: list[int], depth: int) -> Any:
-    """Replace ${VAR} in every string; bound the walk against alias bombs."""
+    """Replace ${VAR} and ${VAR:-default} in every string; bound the walk against alias bombs."""
     count[0] += 1
     if count[0] > MAX_CONFIG_NODES or depth > MAX_CONFIG_DEPTH:
         shown = path if len(path) <= 40 else path[:40] + "..."
@@ -181,12 +181,16 @@ def _expand(value: Any, path: str, environ: Mapping[str, str], count: list[int],
 def _lookup(match: re.Match[str], path: str, environ: Mapping[str, str]) -> str:
     if match.group(0) == "$$":
         return "$"
-    name = match.group(1)
+    name, has_default, default = match.group(1).partition(":-")
     if not _VAR_NAME.match(name):
-        raise ConfigError(path, f"'${{{name}}}' is not a valid environment variable name")
+        raise ConfigError(path, f"'${{{match.group(1)}}}' is not a valid environment variable name")
+    if environ.get(name):
+        return str(environ[name])
+    if has_default:
+        return default
     if name not in environ:
         raise ConfigError(path, f"environment variable {name} is not set")
-    return str(environ[name])
+    return ""
 
 
 def _join(path: str, key: object) -> str:

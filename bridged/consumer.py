@@ -30,6 +30,14 @@ from bridged.sinks import Sink, SinkError
 IDLE_WAKEUP = 1.0
 # A clean close waits this long for the broker's close-ok before dropping the socket.
 CLOSE_TIMEOUT = 2.0
+# With heartbeats off, a broker that hangs mid-declare is still given up after this.
+IO_TIMEOUT_WITHOUT_HEARTBEAT = 60.0
+
+
+def io_timeout(broker: BrokerConfig) -> float:
+    """Socket read/write timeout outside the drain loop (declares, acks, close)."""
+    return max(2 * broker.heartbeat, 5.0) if broker.heartbeat else IO_TIMEOUT_WITHOUT_HEARTBEAT
+
 
 # The broker refused what we asked for: retrying at once will not help.
 REFUSED_ERRORS: tuple[type[BaseException], ...] = (
@@ -66,6 +74,10 @@ class BindingConsumer:
         self.sinks = tuple(sinks)
         self.stop_requested = threading.Event()
         self.consuming = threading.Event()
+        self.attempted = threading.Event()  # the first connection attempt is over, either way
+        # Monotonic time by which this thread must be back in its loop: each
+        # blocking step (drain, connect, sink write, backoff wait) moves it.
+        self.due_by = time.monotonic() + self._connect_budget()
         self.gave_up = False
         self._on_gave_up = on_gave_up
         self._format = make_formatter(binding.format, binding.name)
@@ -91,6 +103,14 @@ class BindingConsumer:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
+    def is_wedged(self, now: float, grace: float) -> bool:
+        """True when the thread died, or overran its current step by more than *grace* seconds."""
+        return not self._thread.is_alive() or now > self.due_by + grace
+
+    def _connect_budget(self) -> float:
+        # connect, then a handful of declare round trips, each bounded by the I/O timeout
+        return self.broker.connect_timeout + 4 * io_timeout(self.broker)
+
     # -- the binding's thread ----------------------------------------------
 
     def run(self) -> None:
@@ -101,6 +121,7 @@ class BindingConsumer:
         while not self.stop_requested.is_set():
             url = self.broker.urls[attempt % len(self.broker.urls)]
             attempt += 1
+            self.due_by = time.monotonic() + self._connect_budget()
             try:
                 self._session(url, connect_backoff, sink_backoff)
                 continue
@@ -120,6 +141,7 @@ class BindingConsumer:
                                   attempt=connect_backoff.attempts, retry_in=round(delay, 2))  # fmt: skip
             finally:
                 self.consuming.clear()
+                self.attempted.set()
             failures = connect_backoff.attempts  # failures in a row: reset once consuming
             if self.reconnect.max_attempts is not None and failures >= self.reconnect.max_attempts:
                 self._log.error("gave_up", attempts=failures)
@@ -127,6 +149,7 @@ class BindingConsumer:
                 if self._on_gave_up is not None:
                     self._on_gave_up(self)
                 return
+            self.due_by = time.monotonic() + delay
             self.stop_requested.wait(delay)
         self._log.info("stopped")
 
@@ -154,10 +177,12 @@ class BindingConsumer:
             self._close(conn, clean)
 
     def _connect(self, url: str) -> amqp.Connection:
+        timeout = io_timeout(self.broker)
         client = KombuConnection(  # type: ignore[no-untyped-call]
             url,
             heartbeat=self.broker.heartbeat,
             connect_timeout=self.broker.connect_timeout,
+            transport_options={"read_timeout": timeout, "write_timeout": timeout},
         )
         # One attempt, no hidden kombu retry loop: our own backoff decides.
         conn: amqp.Connection = client.transport.establish_connection()
@@ -203,6 +228,7 @@ class BindingConsumer:
             except TimeoutError:
                 pass
             now = monotonic()
+            self.due_by = now + IDLE_WAKEUP
             pending = len(self._lines)
             if pending and (pending >= batch_size or now >= self._flush_at):
                 self._flush(channel)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 import structlog
 
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class LogStream(Protocol):
+    def write(self, text: str, /) -> int: ...
+    def flush(self) -> None: ...
+    def isatty(self) -> bool: ...
 
 
 class _ToStructlog(logging.Handler):
@@ -22,7 +28,7 @@ class _ToStructlog(logging.Handler):
             self.handleError(record)
 
 
-def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+def configure(log_format: str = "auto", level: str = "info", stream: LogStream | None = None) -> None:
     """Set up structlog for the whole process."""
     stream = stream or sys.stderr
     if log_format == "auto":
@@ -42,7 +48,7 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     root = logging.getLogger()

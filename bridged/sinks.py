@@ -93,6 +93,10 @@ class FileSink:
                 stat = None
             if stat is not None and (stat.st_dev, stat.st_ino) == self._identity:
                 return self._fd
+            if stat is None and os.fstat(self._fd).st_nlink > 0:
+                # Renamed away but still on disk (logrotate between rename and
+                # create): keep appending there until the new file or a HUP comes.
+                return self._fd
         self._close_fd()
         self._reopen_requested = False
         directory = os.path.dirname(self.path)

@@ -1,7 +1,9 @@
-"""Builds sinks and one consumer per binding; owns signals; runs until stopped.
+"""Builds sinks and one consumer per binding; owns signals; start, reload, stop.
 
 Signal handlers only record the signal and wake the main loop through a
-pipe (gunicorn's pattern); all the work happens in the loop.
+pipe (gunicorn's pattern); all the work happens in the loop: SIGTERM/SIGINT
+stop, SIGHUP reopens files and reloads the config. The loop also tells
+systemd how things stand (READY, STATUS, WATCHDOG).
 """
 
 from __future__ import annotations
@@ -10,53 +12,61 @@ import os
 import select
 import signal
 import time
+from collections.abc import Iterable
 from types import FrameType
 
-from bridged.config import Config
+from bridged.config import BindingConfig, Config, ConfigError, load_config
 from bridged.consumer import BindingConsumer
 from bridged.log import get_logger
-from bridged.sinks import Sink, build_sinks
+from bridged.sinks import Sink, build_sink
+from bridged.systemd import Notifier
 
 # SIGTERM to exit: consumers flush and ack what they hold, then close.
-# systemd's TimeoutStopSec must stay above this.
+# systemd's TimeoutStopSec (30 s in our unit) must stay above this.
 STOP_DEADLINE = 10.0
+# A binding that overran its current step (a sink write, a connect) by this
+# much is wedged: the watchdog stops so systemd restarts us. WatchdogSec
+# raises it; it never goes below this floor.
+WEDGED_GRACE_FLOOR = 10.0
 
 EXIT_OK = 0
 EXIT_GAVE_UP = 3  # a binding reached reconnect.max_attempts
 
 
 class Supervisor:
-    """Starts the bindings' consumers and stops them in order."""
+    """Owns the consumers, the sinks and the process's signals."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, notifier: Notifier | None = None, health_file: str | None = None) -> None:
         self.config = config
+        self.health_file = health_file
         self.sinks: dict[str, Sink] = {}
-        self.consumers: list[BindingConsumer] = []
+        self.consumers: dict[str, BindingConsumer] = {}
+        self.notifier = notifier or Notifier()
         self._signals: list[int] = []
         self._stopping = False
+        self._ready_sent = False
+        self._last_status = ""
         self._exit_code = EXIT_OK
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        interval = self.notifier.watchdog_interval
+        self._wedged_grace = max(WEDGED_GRACE_FLOOR, 2 * interval) if interval else WEDGED_GRACE_FLOOR
         self._log = get_logger()
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or a binding gives up); returns the exit code."""
         self._install_signals()
-        self.sinks = build_sinks(self.config.sinks)
+        self.sinks = {name: build_sink(cfg) for name, cfg in self.config.sinks.items()}
         for binding in self.config.bindings.values():
-            consumer = BindingConsumer(
-                binding,
-                self.config.broker,
-                self.config.reconnect,
-                [self.sinks[name] for name in binding.sinks],
-                on_gave_up=self._consumer_gave_up,
-            )
-            self.consumers.append(consumer)
-            consumer.start()
+            self._start_consumer(binding)
         self._log.info("started", bindings=len(self.consumers), sinks=len(self.sinks), config=self.config.path)
+        tick = min(1.0, self.notifier.watchdog_interval or 1.0)
         while not self._stopping:
-            self._wait_for_wakeup(timeout=1.0)
+            self._wait_for_wakeup(timeout=tick)
             self._dispatch_signals()
+            self._report()
         return self._shutdown()
+
+    # -- signals -------------------------------------------------------------
 
     def _install_signals(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -87,12 +97,60 @@ class Supervisor:
         while self._signals:
             signum = self._signals.pop(0)
             if signum == signal.SIGHUP:
-                self._log.info("reopening_sinks")
-                for sink in self.sinks.values():
-                    sink.reopen()
+                if not self._stopping:
+                    self.reload()
             else:
                 self._log.info("stopping", signal=signal.Signals(signum).name)
                 self._stopping = True
+
+    # -- health and systemd ----------------------------------------------------
+
+    def _report(self) -> None:
+        """READY once every binding consumes or has tried once; STATUS on change; WATCHDOG while healthy."""
+        consumers = list(self.consumers.values())
+        consuming = sum(1 for c in consumers if c.consuming.is_set())
+        status = f"{consuming}/{len(consumers)} bindings consuming"
+        if not self._ready_sent and all(c.consuming.is_set() or c.attempted.is_set() for c in consumers):
+            self._ready_sent = True
+            self.notifier.ready(status)
+            self._last_status = status
+            self._log.info("ready", status=status)
+        elif status != self._last_status and self._ready_sent:
+            self._last_status = status
+            self.notifier.status(status)
+        now = time.monotonic()
+        wedged = [c.binding.name for c in consumers if c.is_wedged(now, self._wedged_grace)]
+        if wedged:
+            self._log.error("bindings_wedged", bindings=wedged)
+            return
+        if self.notifier.watchdog_interval:
+            self.notifier.watchdog()
+        if self.health_file:
+            self._touch_health_file(self.health_file)
+
+    def _touch_health_file(self, path: str) -> None:
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            except OSError as exc:
+                self._log.warning("health_file_failed", path=path, reason=exc.strerror)
+        except OSError as exc:
+            self._log.warning("health_file_failed", path=path, reason=exc.strerror)
+
+    # -- consumers and reload --------------------------------------------------
+
+    def _start_consumer(self, binding: BindingConfig) -> None:
+        consumer = BindingConsumer(
+            binding,
+            self.config.broker,
+            self.config.reconnect,
+            [self.sinks[name] for name in binding.sinks],
+            on_gave_up=self._consumer_gave_up,
+        )
+        self.consumers[binding.name] = consumer
+        consumer.start()
 
     def _consumer_gave_up(self, consumer: BindingConsumer) -> None:
         """Called from a consumer's thread: ask the main loop to stop with a failure code."""
@@ -100,21 +158,67 @@ class Supervisor:
         self._stopping = True
         self._wake()
 
+    def reload(self) -> None:
+        """SIGHUP: reopen files; re-read the config and restart only the bindings it changes."""
+        for sink in self.sinks.values():
+            sink.reopen()
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            self._log.error("reload_failed", config=self.config.path, reason=str(exc))
+            return
+        self.notifier.reloading()
+        old = self.config
+        changed_sinks = {name for name in old.sinks if old.sinks[name] != new.sinks.get(name)}
+        connection_changed = (old.broker, old.reconnect) != (new.broker, new.reconnect)
+        to_stop = [
+            name
+            for name, consumer in self.consumers.items()
+            if new.bindings.get(name) != consumer.binding
+            or connection_changed
+            or changed_sinks.intersection(consumer.binding.sinks)
+        ]
+        self._stop_consumers([self.consumers.pop(name) for name in to_stop])
+        for name in changed_sinks:
+            self.sinks.pop(name).close()
+        for name, cfg in new.sinks.items():
+            if name not in self.sinks:
+                self.sinks[name] = build_sink(cfg)
+        self.config = new
+        started = [b for name, b in new.bindings.items() if name not in self.consumers]
+        for binding in started:
+            self._start_consumer(binding)
+        self._log.info(
+            "reloaded",
+            restarted=sorted(set(to_stop) & set(new.bindings)),
+            started=sorted({b.name for b in started} - set(to_stop)),
+            stopped=sorted(set(to_stop) - set(new.bindings)),
+        )
+        self.notifier.ready(self._last_status or "reloaded")
+
+    def _stop_consumers(self, consumers: Iterable[BindingConsumer]) -> list[str]:
+        """Stop *consumers* and wait for them under one deadline; returns the ones still running."""
+        consumers = list(consumers)
+        for consumer in consumers:
+            consumer.stop()
+        deadline = time.monotonic() + STOP_DEADLINE
+        for consumer in consumers:
+            while not consumer.join(timeout=0.2):
+                if self._stopping:
+                    self._dispatch_signals()
+                if time.monotonic() > deadline:
+                    break
+        return [c.binding.name for c in consumers if c.is_alive()]
+
     def _shutdown(self) -> int:
         """Stop every consumer, wait for them under one deadline, close sinks."""
         self._stopping = True
-        for consumer in self.consumers:
-            consumer.stop()
-        deadline = time.monotonic() + STOP_DEADLINE
-        for consumer in self.consumers:
-            while not consumer.join(timeout=0.2):
-                self._dispatch_signals()
-                if time.monotonic() > deadline:
-                    break
-        stuck = [c.binding.name for c in self.consumers if c.is_alive()]
+        self.notifier.stopping()
+        stuck = self._stop_consumers(self.consumers.values())
         if stuck:
             self._log.warning("stop_deadline_passed", bindings=stuck)
         for sink in self.sinks.values():
             sink.close()
         self._log.info("stopped", exit_code=self._exit_code)
+        self.notifier.close()
         return self._exit_code

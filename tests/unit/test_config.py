@@ -74,6 +74,11 @@ def test_environment_variables_are_expanded():
     )
     assert config.broker.urls == ("amqp://u:pw@h//",)
     assert config.sinks["out"].path == "/x/$/d"
+    config = parse({**BASE, "broker": {"url": "${URL:-amqp://h//}"}}, {})
+    assert config.broker.urls == ("amqp://h//",)
+    assert parse({**BASE, "broker": {"url": "${URL:-amqp://h//}"}}, {"URL": "amqp://x//"}).broker.urls == (
+        "amqp://x//",
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,149 @@
+"""--daemon: SysV-style detach through python-daemon, with a locked pidfile.
+
+The pidfile is locked with flock(2) before the fork and the lock travels to
+the daemon with the descriptor: a live holder makes a second start fail, and
+a pidfile left by a killed process (nobody holds its lock) is simply reused.
+The starting process waits on a pipe until the daemon says it runs, so its
+exit status means something to init scripts.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+import socket
+from collections.abc import Callable
+from typing import TextIO
+
+import daemon
+
+# Files bridged creates (pidfile, logs) are not world-readable.
+DAEMON_UMASK = 0o027
+READY_TOKEN = b"ready\n"
+
+
+class PidfileError(Exception):
+    """The pidfile is held by a running bridged, or cannot be written."""
+
+
+class Pidfile:
+    """A pidfile whose flock marks the owner as alive."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise PidfileError(f"cannot open pidfile {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise PidfileError(f"already running (pid {holder}, pidfile {self.path})") from None
+            raise PidfileError(f"cannot lock pidfile {self.path}: {exc.strerror}") from None
+        self.fd = fd
+
+    def write_pid(self) -> None:
+        assert self.fd is not None
+        data = f"{os.getpid()}\n".encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def release(self) -> None:
+        """Remove the pidfile if it still names us; the lock goes with the descriptor."""
+        if self.fd is None:
+            return
+        try:
+            if os.pread(self.fd, 32, 0).strip() == str(os.getpid()).encode():
+                os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+def daemonize(pidfile: Pidfile | None, run: Callable[[Callable[[], None]], int]) -> int:
+    """Detach and call ``run(ready)`` in the daemon; returns the starter's exit code.
+
+    ``ready()`` must be called by the daemon once it runs: only then does the
+    starting process exit 0. If the daemon dies first, the starter exits 1.
+    """
+    if pidfile is not None:
+        pidfile.acquire()
+    ready_read, ready_write = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(ready_write)
+        if pidfile is not None and pidfile.fd is not None:
+            os.close(pidfile.fd)  # the daemon keeps the lock through its own copy
+        answer = b""
+        while chunk := os.read(ready_read, 64):
+            answer += chunk
+        os.waitpid(child, 0)
+        return 0 if answer.startswith(READY_TOKEN) else 1
+    os.close(ready_read)
+    preserve = [ready_write] + ([pidfile.fd] if pidfile is not None and pidfile.fd is not None else [])
+    context = daemon.DaemonContext(
+        working_directory=os.getcwd(),  # relative config and sink paths keep working
+        umask=DAEMON_UMASK,
+        detach_process=True,
+        files_preserve=preserve,
+        # Terminal job-control signals are ignored; TERM/INT/HUP are the supervisor's.
+        signal_map={signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None},
+    )
+    code = 1
+    try:
+        with context:
+            if pidfile is not None:
+                pidfile.write_pid()
+
+            def ready() -> None:
+                os.write(ready_write, READY_TOKEN)
+                os.close(ready_write)
+
+            try:
+                code = run(ready)
+            finally:
+                if pidfile is not None:
+                    pidfile.release()
+    finally:
+        os._exit(code)  # never return into the starter's stack in a forked child
+    return code  # pragma: no cover
+
+
+def log_stream_for_daemon(log_file: str | None) -> TextIO | SyslogLogStream:
+    """Where bridged's own log goes once stderr is /dev/null: a file, else syslog."""
+    if log_file:
+        return open(log_file, "a", buffering=1, encoding="utf-8")
+    return SyslogLogStream()
+
+
+class SyslogLogStream:
+    """A file-like object sending each log line to /dev/log (best effort: these are our own logs)."""
+
+    def __init__(self, address: str = "/dev/log") -> None:
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._address = address
+        self._prefix = f"<{3 * 8 + 6}>bridged[{os.getpid()}]: ".encode()  # daemon.info
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line:
+                try:
+                    self._socket.sendto(self._prefix + line.encode("utf-8", "replace"), self._address)
+                except OSError:
+                    pass
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
