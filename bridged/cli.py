@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from bridged import __version__
 from bridged.config import Config, ConfigError, describe, load_config
-from bridged.log import LOG_FORMATS, LOG_LEVELS, configure
+from bridged.log import LOG_FORMATS, LOG_LEVELS, configure, get_logger
 
 EXIT_INTERNAL = 1
 EXIT_CONFIG = 2
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LOG_FORMATS,
         default="auto",
         help="bridged's own log: console, json, or auto (console on a TTY)",
+    )
+    parser.add_argument(
+        "--health-file", metavar="PATH", help="touch PATH every second while no binding is wedged (docker HEALTHCHECK)"
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     parser.add_argument("--version", action="version", version=f"bridged {__version__}")
@@ -67,10 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return daemonize(pidfile, lambda ready: _serve(config, args, log_stream_for_daemon(args.log_file), ready))
         if pidfile is not None:
             pidfile.acquire()
-            pidfile.write_pid()
         log_stream = open(args.log_file, "a", buffering=1, encoding="utf-8") if args.log_file else None
         try:
-            return _serve(config, args, log_stream, lambda: None)
+            started = pidfile.write_pid if pidfile is not None else lambda: None
+            return _serve(config, args, log_stream, started)
         finally:
             if pidfile is not None:
                 pidfile.release()
@@ -81,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace, log_stream: object, ready: Callable[[], None]) -> int:
+    """Run the supervisor; *ready* is called once signals are handled (pidfile, daemon starter)."""
     configure(args.log_format, args.log_level, log_stream)  # type: ignore[arg-type]
     from bridged.supervisor import Supervisor  # after logging is configured
 
@@ -91,4 +95,5 @@ def _serve(config: Config, args: argparse.Namespace, log_stream: object, ready: 
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback, for the operator
+        get_logger().exception("internal_error")  # the traceback goes to bridged's log only
         return _fail(f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)

@@ -51,10 +51,10 @@ class Supervisor:
         interval = self.notifier.watchdog_interval
         self._wedged_grace = max(WEDGED_GRACE_FLOOR, 2 * interval) if interval else WEDGED_GRACE_FLOOR
         self._log = get_logger()
+        self._install_signals()  # from here on a SIGTERM is a graceful stop, even before run()
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or a binding gives up); returns the exit code."""
-        self._install_signals()
         self.sinks = {name: build_sink(cfg) for name, cfg in self.config.sinks.items()}
         for binding in self.config.bindings.values():
             self._start_consumer(binding)
