@@ -18,6 +18,7 @@ import amqp
 from amqp import exceptions as amqp_errors
 from kombu.connection import Connection as KombuConnection
 
+from bridged.amqpio import FrameWaiter, enable_read_ahead
 from bridged.backoff import Backoff
 from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig
 from bridged.formats import make_formatter, safe_line
@@ -216,20 +217,26 @@ class BindingConsumer:
         self._last_tag = message.delivery_info["delivery_tag"]
 
     def _consume(self, conn: amqp.Connection, channel: amqp.Channel, sink_backoff: Backoff) -> None:
+        """The hot loop: wait for a frame, let py-amqp dispatch it to _on_message, flush, heartbeat."""
+        enable_read_ahead(conn.transport)
+        waiter = FrameWaiter(conn.transport)
+        wait = waiter.wait
         drain = conn.drain_events
         stop = self.stop_requested
         batch_size = self.binding.batch_size
-        busy_wakeup = self.binding.batch_delay
         monotonic = time.monotonic
-        next_heartbeat = monotonic() + IDLE_WAKEUP
+        now = monotonic()
+        next_heartbeat = now + IDLE_WAKEUP
         while not stop.is_set():
-            try:
-                drain(timeout=busy_wakeup if self._lines else IDLE_WAKEUP)
-            except TimeoutError:
-                pass
+            pending = len(self._lines)
+            if wait(self._flush_at - now if pending else IDLE_WAKEUP):
+                try:
+                    drain()  # blocking: a frame is (partly) there; SO_RCVTIMEO bounds the rest
+                except TimeoutError:
+                    pass
+                pending = len(self._lines)
             now = monotonic()
             self.due_by = now + IDLE_WAKEUP
-            pending = len(self._lines)
             if pending and (pending >= batch_size or now >= self._flush_at):
                 self._flush(channel)
                 sink_backoff.reset()

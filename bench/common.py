@@ -1,0 +1,134 @@
+"""Shared helpers for the benchmarks: fill a queue, run bridged, count lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import amqp
+import yaml
+
+HOST = os.environ.get("BRIDGED_BENCH_BROKER", "127.0.0.1:5672")
+URL = f"amqp://guest:guest@{HOST}//"
+
+
+def connect() -> amqp.Connection:
+    conn = amqp.Connection(HOST, userid="guest", password="guest")
+    conn.connect()
+    return conn
+
+
+def notification(i: int, oslo: bool = False) -> bytes:
+    """A ~600-byte JSON body shaped like an OpenStack notification."""
+    message = {
+        "message_id": str(uuid.UUID(int=i)),
+        "event_type": "compute.instance.update",
+        "publisher_id": "nova-compute:compute-01.example.org",
+        "priority": "INFO",
+        "timestamp": "2026-11-21 12:00:00.000000",
+        "payload": {
+            "instance_id": str(uuid.UUID(int=i + 1)), "state": "active", "old_state": "building",
+            "tenant_id": "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "user_id": "a1b2c3d4e5f60718293a4b5c6d7e8f90",
+            "host": "compute-01", "flavor": "m1.small", "memory_mb": 2048, "vcpus": 1, "root_gb": 20,
+            "image_ref_url": "http://glance.example.org:9292/images/5d5e1e7a-3c0f-4f1a-9d7e-2b8f0c3a1e55",
+            "seq": i,
+        },
+    }  # fmt: skip
+    if oslo:
+        return json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(message)}).encode()
+    return json.dumps(message).encode()
+
+
+def fill_queue(queue: str, count: int, oslo: bool = False) -> None:
+    """Declare a durable queue and fill it with *count* persistent messages."""
+    conn = connect()
+    channel = conn.channel()
+    channel.queue_delete(queue)
+    channel.queue_declare(queue, durable=True, auto_delete=False)
+    bodies = [notification(i, oslo) for i in range(256)]
+    for i in range(count):
+        channel.basic_publish(amqp.Message(bodies[i % 256], delivery_mode=2), exchange="", routing_key=queue)
+    # Wait until the broker has them all (publishes are asynchronous).
+    while channel.queue_declare(queue, passive=True).message_count < count:
+        time.sleep(0.05)
+    conn.close()
+
+
+def queue_depth(queue: str) -> int:
+    conn = connect()
+    try:
+        return int(conn.channel().queue_declare(queue, passive=True).message_count)
+    finally:
+        conn.close()
+
+
+def delete_queue(queue: str) -> None:
+    conn = connect()
+    conn.channel().queue_delete(queue)
+    conn.close()
+
+
+class LineCounter:
+    """Counts lines appended to a file, reading only what is new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._offset = 0
+
+    def update(self) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return 0
+        self._offset += len(data)
+        self.count += data.count(b"\n")
+        return self.count
+
+
+def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] | None = None,
+                timeout: float = 600) -> float:  # fmt: skip
+    """Start a real `bridged --config` on a pre-filled queue; seconds from first line to *count* lines."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.log"
+        config = {
+            "broker": {"url": URL, "heartbeat": 30},
+            "sinks": {"f": {"type": "file", "path": str(out)}},
+            "bindings": {"bench": {"exchange": "amq.direct", "exchange_type": "direct", "routing_keys": [queue],
+                                   "queue": queue, "sink": "f", "format": fmt, **(extra or {})}},
+        }  # fmt: skip
+        config_path = Path(tmp) / "bridged.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bridged", "--config", str(config_path), "--log-level", "warning"],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            counter = LineCounter(out)
+            deadline = time.monotonic() + timeout
+            while counter.update() == 0:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("bridged wrote nothing")
+                time.sleep(0.001)
+            started = time.monotonic()
+            while counter.update() < count:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"bridged wrote {counter.count}/{count} lines")
+                time.sleep(0.01)
+            elapsed = time.monotonic() - started
+            # every line written must also be acked: the queue ends empty
+            while queue_depth(queue) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return elapsed * count / (count - 1)  # the first line started the clock
+        finally:
+            proc.terminate()
+            proc.wait(30)

@@ -1,0 +1,57 @@
+"""How a consumer reads py-amqp's socket cheaply: read-ahead, and waiting without timeouts.
+
+py-amqp reads exactly the bytes it needs, one recv(2) per frame part (about
+six per message), and ``drain_events(timeout=…)`` flips the socket between
+blocking and timeout mode around every call (more syscalls, and in timeout
+mode CPython polls before every recv). Here the socket stays blocking (its
+SO_RCVTIMEO, set from the I/O timeout, bounds a stalled read), we poll(2)
+only when py-amqp's read buffer is empty, and each recv may bring up to
+READ_CHUNK bytes: py-amqp keeps the surplus in its read buffer, so one recv
+serves several small messages.
+"""
+
+from __future__ import annotations
+
+import select
+import ssl
+from typing import Any
+
+# Bytes asked of each recv(2). Measured with bench/throughput.py: larger
+# chunks save syscalls but py-amqp copies the surplus on every frame read,
+# so past a few KiB the copies cost more than the syscalls saved.
+READ_CHUNK = 4096
+
+
+def enable_read_ahead(transport: Any) -> bool:
+    """Let py-amqp's transport read up to READ_CHUNK bytes per recv; False if its internals differ."""
+    recv = getattr(transport, "_quick_recv", None)
+    if recv is None or not hasattr(transport, "_read_buffer"):
+        return False
+
+    def read_ahead(size: int) -> bytes:
+        try:
+            return recv(size if size > READ_CHUNK else READ_CHUNK)  # type: ignore[no-any-return]
+        except (BlockingIOError, ssl.SSLWantReadError):
+            # SO_RCVTIMEO expired mid-frame: py-amqp would retry forever; a
+            # timeout makes it keep the partial frame and return to our loop.
+            raise TimeoutError("no data from the broker within the I/O timeout") from None
+
+    transport._quick_recv = read_ahead
+    return True
+
+
+class FrameWaiter:
+    """Waits for the next frame on a blocking socket, never changing its timeout mode."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._sock = transport.sock
+        self._tls = isinstance(self._sock, ssl.SSLSocket)
+        self._poll = select.poll()
+        self._poll.register(self._sock.fileno(), select.POLLIN | select.POLLPRI)
+
+    def wait(self, timeout: float) -> bool:
+        """True when bytes are ready (buffered or on the socket); False after *timeout* seconds."""
+        if self._transport._read_buffer or (self._tls and self._sock.pending()):
+            return True
+        return bool(self._poll.poll(max(0, int(timeout * 1000))))
