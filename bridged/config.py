@@ -475,7 +475,9 @@ def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> B
         exclusive=section.get("exclusive", _boolean, False),
         queue_arguments=section.get("queue_arguments", _mapping, {}),
         prefetch=prefetch,
-        batch_size=min(prefetch, section.get("batch_size", _integer(1, 65535), 256)),
+        # A batch the size of the prefetch window stalls the broker until the ack;
+        # bench/tuning.py measured 0.58x the ceiling at batch = prefetch = 100.
+        batch_size=min(prefetch, section.get("batch_size", _integer(1, 65535), min(256, max(1, prefetch // 4)))),
         batch_delay=section.get("batch_delay", _number(0, strict=True), 0.02),
         sinks=tuple(dict.fromkeys(sink_names)),
         format=section.get("format", _format, "raw"),

@@ -58,7 +58,9 @@ def test_full_binding_and_sink_list():
     nova = config.bindings["nova"]
     assert config.broker.urls == ("amqp://a//", "amqp://b//")
     assert nova.routing_keys == ("a", "b") and nova.sinks == ("out", "f", "s")
-    assert nova.batch_size == 10  # never more than the prefetch window
+    assert nova.batch_size == 2  # default: a quarter of the prefetch window
+    assert parse(with_binding(prefetch=10, batch_size=50)).bindings["glance"].batch_size == 10  # never above it
+    assert parse(BASE).bindings["glance"].batch_size == 250
     assert config.sinks["s"].facility == 19 and config.sinks["s"].protocol == "rfc3164"
 
 
