@@ -104,3 +104,36 @@ def test_sigterm_mid_stream_acks_exactly_what_was_written(broker, start_bridged,
     assert set(written).isdisjoint(remaining), "a written message was left unacked"
     assert remaining, "the stream ended before SIGTERM: the test proved nothing"
     assert set(written) | set(remaining) == {f"m{i}" for i in range(total)}
+
+
+def test_second_sigterm_exits_at_once(broker, start_bridged, uid, tmp_path):
+    """A stop that hangs (a syslog server that never reads) is cut short by a second SIGTERM."""
+    import socket as socket_module
+
+    server = socket_module.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    try:
+        exchange, queue = f"test.faults.{uid}", f"bridged.test.{uid}"
+        broker.queues.add(queue)
+        broker.exchanges.add(exchange)
+        config = base_config(
+            {"s": {"type": "syslog", "address": f"tcp://127.0.0.1:{port}", "timeout": 60}},
+            {"b": {"exchange": exchange, "exchange_type": "fanout", "queue": queue, "sink": "s"}},
+        )
+        bridged = start_bridged(config)
+        bridged.wait_event("consuming")
+        big = b"x" * 60_000
+        for _ in range(200):  # ~12 MB: far more than the socket buffers hold, so the send blocks
+            broker.publish(exchange, "", big)
+        time.sleep(2)
+        bridged.signal(signal.SIGTERM)
+        bridged.wait_event("stopping")
+        time.sleep(0.5)
+        assert bridged.proc.poll() is None, "the first SIGTERM should wait for the blocked send"
+        bridged.signal(signal.SIGTERM)
+        assert bridged.proc.wait(5) == 128 + signal.SIGTERM
+        # What the kernel's socket buffers took counts as sent (and was acked); the rest is requeued.
+        wait_until(lambda: queue_counts(queue)[1] == 0, 15, "no message left unacknowledged")
+        assert queue_counts(queue)[0] > 0
+    finally:
+        server.close()
