@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 
@@ -25,6 +25,9 @@ BROKER_SCHEMES = ("amqp", "amqps", "pyamqp")
 # no real config comes near these numbers.
 MAX_CONFIG_NODES = 100_000
 MAX_CONFIG_DEPTH = 64
+
+# The largest UDP payload over IPv4; unix datagram sockets refuse less than that.
+MAX_DATAGRAM = 65507
 
 # RFC 5424 section 6.2.1 facility names and codes.
 SYSLOG_FACILITIES = {
@@ -88,6 +91,7 @@ class BindingConfig:
     batch_delay: float
     sinks: tuple[str, ...]
     format: str
+    max_redeliveries: int | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +333,10 @@ def _broker_url(value: Any, where: str) -> str:
 
 def _broker(section: _Section) -> BrokerConfig:
     urls = section.get("url", _url_list, ("amqp://guest:guest@127.0.0.1:5672//",))
+    password_file = section.get("password_file", _name, None)
+    if password_file is not None:
+        password = _read_secret(password_file, _join(section.path, "password_file"))
+        urls = tuple(_with_password(url, password) for url in urls)
     broker = BrokerConfig(
         urls=urls,
         heartbeat=section.get("heartbeat", _number(0), 30.0),
@@ -336,6 +344,26 @@ def _broker(section: _Section) -> BrokerConfig:
     )
     section.done()
     return broker
+
+
+def _read_secret(path: str, where: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            secret = f.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(where, f"cannot read {path}: {reason}") from None
+    if not secret:
+        raise ConfigError(where, f"{path} is empty")
+    return secret
+
+
+def _with_password(url: str, password: str) -> str:
+    """*url* with its password replaced (user defaults to guest): the file wins over the URL."""
+    parts = urlsplit(url)
+    user = parts.username or "guest"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 def _url_list(value: Any, where: str) -> tuple[str, ...]:
@@ -387,6 +415,11 @@ def _sink(name: str, section: _Section) -> SinkConfig:
             protocol=section.get("protocol", _choice(SYSLOG_PROTOCOLS), "rfc5424"),
             max_size=section.get("max_size", _integer(480, 1 << 20), 8192),
             timeout=section.get("timeout", _number(0, strict=True), 5.0),
+        )
+    if kind == "syslog" and not sink.address.startswith("tcp://") and sink.max_size > MAX_DATAGRAM:
+        raise ConfigError(
+            _join(section.path, "max_size"),
+            f"must be at most {MAX_DATAGRAM} for a datagram address (a larger datagram is refused, not truncated)",
         )
     section.done()
     return sink
@@ -481,6 +514,7 @@ def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> B
         batch_delay=section.get("batch_delay", _number(0, strict=True), 0.02),
         sinks=tuple(dict.fromkeys(sink_names)),
         format=section.get("format", _format, "raw"),
+        max_redeliveries=section.get("max_redeliveries", _integer(0), None),
     )
     section.done()
     return binding

@@ -23,6 +23,7 @@ from bridged.backoff import Backoff
 from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig
 from bridged.formats import make_formatter, safe_line
 from bridged.log import get_logger
+from bridged.poison import RedeliveryCounter
 from bridged.secrets import mask_text, mask_url, url_password
 from bridged.sinks import Sink, SinkError
 
@@ -86,7 +87,10 @@ class BindingConsumer:
         self._passwords = tuple(url_password(url) for url in broker.urls)
         self._thread = threading.Thread(target=self.run, name=f"binding-{binding.name}", daemon=True)
         self._lines: list[bytes] = []
+        self._written = [0] * len(self.sinks)  # per sink: how much of the held batch it took
         self._last_tag = 0
+        self._max_redeliveries = binding.max_redeliveries
+        self._redeliveries = RedeliveryCounter()
         self._flush_at = 0.0
 
     # -- lifecycle, called from the supervisor's thread ---------------------
@@ -174,7 +178,7 @@ class BindingConsumer:
             self._consume(conn, channel, sink_backoff)
             clean = True
         finally:
-            self._lines = []  # unwritten deliveries are requeued by the broker on close
+            self._reset_batch()  # unwritten deliveries are requeued by the broker on close
             self._close(conn, clean)
 
     def _connect(self, url: str) -> amqp.Connection:
@@ -205,6 +209,9 @@ class BindingConsumer:
 
     def _on_message(self, message: Any) -> None:
         """py-amqp delivery callback: format and queue the line; no I/O here."""
+        info = message.delivery_info
+        if info["redelivered"] and self._max_redeliveries is not None and self._set_aside(message):
+            return
         try:
             line = self._format(message)
         except Exception as exc:  # noqa: BLE001 - one odd message must not stop the binding
@@ -214,7 +221,23 @@ class BindingConsumer:
         if not lines:
             self._flush_at = time.monotonic() + self.binding.batch_delay
         lines.append(line)
-        self._last_tag = message.delivery_info["delivery_tag"]
+        self._last_tag = info["delivery_tag"]
+
+    def _set_aside(self, message: Any) -> bool:
+        """Reject (no requeue: to the dead-letter exchange) a message redelivered too often."""
+        count = self._redeliveries.redeliveries(message)
+        if self._max_redeliveries is None or count <= self._max_redeliveries:
+            return False
+        message.channel.basic_reject(message.delivery_info["delivery_tag"], requeue=False)
+        self._redeliveries.forget(message)
+        self._log.error(
+            "message_dead_lettered",
+            redeliveries=count,
+            routing_key=message.delivery_info.get("routing_key"),
+            message_id=message.properties.get("message_id"),
+            size=len(message.body),
+        )
+        return True
 
     def _consume(self, conn: amqp.Connection, channel: amqp.Channel, sink_backoff: Backoff) -> None:
         """The hot loop: wait for a frame, let py-amqp dispatch it to _on_message, flush, heartbeat."""
@@ -227,9 +250,16 @@ class BindingConsumer:
         monotonic = time.monotonic
         now = monotonic()
         next_heartbeat = now + IDLE_WAKEUP
+        retry_at = 0.0  # while a sink fails: when to try the held batch again
         while not stop.is_set():
             pending = len(self._lines)
-            if wait(self._flush_at - now if pending else IDLE_WAKEUP):
+            if not pending:
+                timeout = IDLE_WAKEUP
+            elif pending >= batch_size:
+                timeout = retry_at - now
+            else:
+                timeout = max(self._flush_at, retry_at) - now
+            if wait(min(timeout, IDLE_WAKEUP)):
                 try:
                     drain()  # blocking: a frame is (partly) there; SO_RCVTIMEO bounds the rest
                 except TimeoutError:
@@ -237,9 +267,18 @@ class BindingConsumer:
                 pending = len(self._lines)
             now = monotonic()
             self.due_by = now + IDLE_WAKEUP
-            if pending and (pending >= batch_size or now >= self._flush_at):
-                self._flush(channel)
-                sink_backoff.reset()
+            if pending and (pending >= batch_size or now >= self._flush_at) and now >= retry_at:
+                try:
+                    self._flush(channel)
+                    retry_at = 0.0
+                    sink_backoff.reset()
+                except SinkError as exc:
+                    # Hold the batch (the broker keeps it unacked, prefetch bounds it)
+                    # and retry on the same connection: no redelivery, no duplicates.
+                    delay = sink_backoff.next_delay()
+                    retry_at = now + delay
+                    self._log.error("sink_failed", reason=str(exc), retry_in=round(delay, 2),
+                                    attempt=sink_backoff.attempts, held=len(self._lines))  # fmt: skip
             if now >= next_heartbeat:
                 conn.heartbeat_tick()
                 next_heartbeat = now + IDLE_WAKEUP
@@ -247,12 +286,23 @@ class BindingConsumer:
             self._flush(channel)
 
     def _flush(self, channel: amqp.Channel) -> None:
-        """Write the batch to every sink, then ack it: written first, acked second."""
+        """Write the batch to every sink, then ack it: written first, acked second.
+
+        A sink that already took part of the held batch is not given it again.
+        """
         lines = self._lines
-        self._lines = []
-        for sink in self.sinks:
-            sink.write(lines)
+        written = self._written
+        for index, sink in enumerate(self.sinks):
+            done = written[index]
+            if done < len(lines):
+                sink.write(lines[done:] if done else lines)
+                written[index] = len(lines)
         channel.basic_ack(self._last_tag, multiple=True)
+        self._reset_batch()
+
+    def _reset_batch(self) -> None:
+        self._lines = []
+        self._written = [0] * len(self.sinks)
 
     def _close(self, conn: amqp.Connection, clean: bool) -> None:
         try:

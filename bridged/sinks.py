@@ -20,6 +20,9 @@ from bridged.config import SinkConfig
 # New log files: owner writes, group (e.g. adm) reads, others nothing.
 FILE_MODE = 0o640
 DIR_MODE = 0o750
+# How long lines keep going to a log file renamed under us (no new file, no HUP)
+# before the path is created again.
+RENAMED_FILE_GRACE = 2.0
 
 
 class SinkError(Exception):
@@ -68,6 +71,7 @@ class FileSink:
         self._reopen_requested = False
         # A failed write may have left half a line: end it before the next one.
         self._partial_line = False
+        self._missing_since: float | None = None
 
     def write(self, lines: Sequence[bytes]) -> None:
         data = b"\n".join(lines) + b"\n"
@@ -94,11 +98,17 @@ class FileSink:
             if stat is not None and (stat.st_dev, stat.st_ino) == self._identity:
                 return self._fd
             if stat is None and os.fstat(self._fd).st_nlink > 0:
-                # Renamed away but still on disk (logrotate between rename and
-                # create): keep appending there until the new file or a HUP comes.
-                return self._fd
+                # Renamed away but still on disk: logrotate creates the new file
+                # and sends HUP within moments, so keep appending to the renamed
+                # file for a grace period rather than race its `create`.
+                now = time.monotonic()
+                if self._missing_since is None:
+                    self._missing_since = now
+                if now - self._missing_since < RENAMED_FILE_GRACE:
+                    return self._fd
         self._close_fd()
         self._reopen_requested = False
+        self._missing_since = None
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, mode=DIR_MODE, exist_ok=True)

@@ -193,3 +193,29 @@ defaults: &defaults {exchange_type: topic, sink: out, exchange_durable: false}
     config = parse(text.replace("defaults: &defaults", "x-defaults: &defaults"))
     assert config.bindings["nova"].exchange == "nova" and not config.bindings["nova"].exchange_durable
     assert config.bindings["glance"].sinks == ("out",)
+
+
+def test_password_file_fills_every_url(tmp_path):
+    """broker.password_file keeps the secret out of the YAML; it is URL-quoted into each URL."""
+    secret = tmp_path / "pw"
+    secret.write_text("p@ss/word\n")
+    config = parse({**BASE, "broker": {"url": ["amqp://u:old@h1//", "amqp://h2:5673/v"], "password_file": str(secret)}})
+    assert config.broker.urls == ("amqp://u:p%40ss%2Fword@h1//", "amqp://guest:p%40ss%2Fword@h2:5673/v")
+    from bridged.secrets import url_password
+
+    assert url_password(config.broker.urls[0]) == "p@ss/word"
+    assert "broker.password_file: cannot read" in error({**BASE, "broker": {"password_file": str(tmp_path / "no")}})
+    (tmp_path / "empty").write_text("\n")
+    assert "is empty" in error({**BASE, "broker": {"password_file": str(tmp_path / "empty")}})
+
+
+def test_datagram_syslog_max_size_is_capped():
+    sink = {"type": "syslog", "address": "udp://127.0.0.1:514", "max_size": 100_000}
+    assert "sinks.out.max_size: must be at most 65507" in error({**BASE, "sinks": {"out": sink}})
+    assert parse({**BASE, "sinks": {"out": {**sink, "address": "tcp://127.0.0.1:514"}}})
+
+
+def test_max_redeliveries():
+    assert parse(with_binding(max_redeliveries=3)).bindings["glance"].max_redeliveries == 3
+    assert parse(BASE).bindings["glance"].max_redeliveries is None
+    assert "must be at least 0" in error(with_binding(max_redeliveries=-1))
