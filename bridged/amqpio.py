@@ -55,3 +55,17 @@ class FrameWaiter:
         if self._transport._read_buffer or (self._tls and self._sock.pending()):
             return True
         return bool(self._poll.poll(max(0, int(timeout * 1000))))
+
+    def read_frames(self, connection: Any, timeout: float) -> None:
+        """Read and dispatch frames while bytes are at hand, until one completes a method.
+
+        Unlike ``drain_events()``, never waits for a frame that has not started
+        to arrive: a lone heartbeat frame must not park the thread until the
+        next one (we would stop sending ours, and the broker would hang up).
+        """
+        if not self.wait(timeout):
+            return
+        read = connection.blocking_read
+        while not read(None):
+            if not self.wait(0):
+                return

@@ -242,9 +242,7 @@ class BindingConsumer:
     def _consume(self, conn: amqp.Connection, channel: amqp.Channel, sink_backoff: Backoff) -> None:
         """The hot loop: wait for a frame, let py-amqp dispatch it to _on_message, flush, heartbeat."""
         enable_read_ahead(conn.transport)
-        waiter = FrameWaiter(conn.transport)
-        wait = waiter.wait
-        drain = conn.drain_events
+        read_frames = FrameWaiter(conn.transport).read_frames
         stop = self.stop_requested
         batch_size = self.binding.batch_size
         monotonic = time.monotonic
@@ -259,12 +257,11 @@ class BindingConsumer:
                 timeout = retry_at - now
             else:
                 timeout = max(self._flush_at, retry_at) - now
-            if wait(min(timeout, IDLE_WAKEUP)):
-                try:
-                    drain()  # blocking: a frame is (partly) there; SO_RCVTIMEO bounds the rest
-                except TimeoutError:
-                    pass
-                pending = len(self._lines)
+            try:
+                read_frames(conn, min(timeout, IDLE_WAKEUP))  # deliveries land in _on_message
+            except TimeoutError:
+                pass  # a frame stalled midway for SO_RCVTIMEO; its start is kept for the next read
+            pending = len(self._lines)
             now = monotonic()
             self.due_by = now + IDLE_WAKEUP
             if pending and (pending >= batch_size or now >= self._flush_at) and now >= retry_at:

@@ -64,10 +64,11 @@ class Broker:
     """A publishing connection with publisher confirms, plus cleanup of what tests declared."""
 
     def __init__(self) -> None:
-        self.conn = amqp.Connection(BROKER_HOST, userid="guest", password="guest")
+        # confirm_publish makes basic_publish wait for the broker's ack (a bare
+        # confirm_select only turns confirms on and returns at once).
+        self.conn = amqp.Connection(BROKER_HOST, userid="guest", password="guest", confirm_publish=True)
         self.conn.connect()
         self.channel = self.conn.channel()
-        self.channel.confirm_select()
         self.queues: set[str] = set()
         self.exchanges: set[str] = set()
 
@@ -76,10 +77,11 @@ class Broker:
             self.conn.collect()
         except Exception:
             pass
-        self.conn = amqp.Connection(BROKER_HOST, userid="guest", password="guest")
+        # confirm_publish makes basic_publish wait for the broker's ack (a bare
+        # confirm_select only turns confirms on and returns at once).
+        self.conn = amqp.Connection(BROKER_HOST, userid="guest", password="guest", confirm_publish=True)
         self.conn.connect()
         self.channel = self.conn.channel()
-        self.channel.confirm_select()
 
     def declare_exchange(self, name: str, kind: str, durable: bool = True) -> None:
         self.exchanges.add(name)

@@ -137,3 +137,19 @@ def test_second_sigterm_exits_at_once(broker, start_bridged, uid, tmp_path):
         assert queue_counts(queue)[0] > 0
     finally:
         server.close()
+
+
+def test_idle_binding_keeps_its_connection_through_heartbeats(broker, start_bridged, uid, tmp_path):
+    """With heartbeat 1 s and no traffic for 8 s, the connection stays up (we send ours while idle)."""
+    path = tmp_path / "out.log"
+    exchange, queue, config = _config(uid, tmp_path, path)
+    config["broker"]["heartbeat"] = 1
+    broker.queues.add(queue)
+    broker.exchanges.add(exchange)
+    bridged = start_bridged(config)
+    bridged.wait_event("consuming")
+    time.sleep(8)
+    broker.publish(exchange, "", b"still here")
+    assert wait_lines(path, 1) == ["still here"]
+    assert bridged.count("reconnect_scheduled") == 0
+    assert bridged.count("consuming") == 1
