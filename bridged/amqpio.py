@@ -65,7 +65,10 @@ class FrameWaiter:
         """
         if not self.wait(timeout):
             return
-        read = connection.blocking_read
-        while not read(None):
+        # blocking_read() minus its per-frame having_timeout() context manager
+        # (3 frames a message; the socket's timeout mode never changes here).
+        read_frame = self._transport.read_frame
+        dispatch = connection.on_inbound_frame
+        while not dispatch(read_frame()):
             if not self.wait(0):
                 return
