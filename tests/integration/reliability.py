@@ -88,11 +88,18 @@ class StreamPublisher(threading.Thread):
 
 def account(confirmed: list[str], paths: list[Path]) -> dict[str, int]:
     """Lost (confirmed but in no file) and duplicates (lines beyond the first of each id)."""
-    lines = [line for path in paths for line in read_lines(path)]
+    lines = [_message_id(line) for path in paths for line in read_lines(path)]
     counts = Counter(lines)
     lost = len(set(confirmed) - set(counts))
     return {"sent": len(confirmed), "written": len(lines), "lost": lost,
             "duplicates": sum(n - 1 for n in counts.values() if n > 1)}  # fmt: skip
+
+
+def _message_id(line: str) -> str:
+    """The published id: the line itself (raw), or the body of a json record."""
+    if line.startswith("{"):
+        return str(json.loads(line)["body"])
+    return line
 
 
 def wait_all_written(confirmed: list[str], paths: list[Path], timeout: float) -> dict[str, int]:
