@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +48,22 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class TLSConfig:
+    """amqps:// settings; the default verifies the chain and the host name."""
+
+    verify: bool = True
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_hostname: str | None = None
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     urls: tuple[str, ...]
     heartbeat: float
     connect_timeout: float
+    tls: TLSConfig = field(default_factory=TLSConfig)
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,8 @@ class Config:
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Read, expand and validate the YAML file at *path*."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode) and not stat.S_ISDIR(os.stat(path).st_mode):
+            raise ConfigError("", f"cannot read {path}: not a regular file")
         text = Path(path).read_text(encoding="utf-8")
     except IsADirectoryError:
         raise ConfigError("", f"cannot read {path}: it is a directory") from None
@@ -341,9 +356,34 @@ def _broker(section: _Section) -> BrokerConfig:
         urls=urls,
         heartbeat=section.get("heartbeat", _number(0), 30.0),
         connect_timeout=section.get("connect_timeout", _number(0, strict=True), 10.0),
+        tls=_tls(section.section("tls", required=False)),
     )
     section.done()
     return broker
+
+
+def _tls(section: _Section) -> TLSConfig:
+    tls = TLSConfig(
+        verify=section.get("verify", _boolean, True),
+        ca_file=section.get("ca_file", _readable_file, None),
+        cert_file=section.get("cert_file", _readable_file, None),
+        key_file=section.get("key_file", _readable_file, None),
+        server_hostname=section.get("server_hostname", _name, None),
+    )
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise ConfigError(_join(section.path, "key_file"), "cert_file and key_file go together")
+    section.done()
+    return tls
+
+
+def _readable_file(value: Any, where: str) -> str:
+    path = _name(value, where)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read {path}: {exc.strerror}") from None
+    return path
 
 
 def _read_secret(path: str, where: str) -> str:

@@ -9,10 +9,12 @@ was not acked, and the binding retries after a backoff.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import amqp
 from amqp import exceptions as amqp_errors
@@ -20,7 +22,7 @@ from kombu.connection import Connection as KombuConnection
 
 from bridged.amqpio import FrameWaiter, enable_read_ahead
 from bridged.backoff import Backoff
-from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig
+from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig, TLSConfig
 from bridged.formats import make_formatter, safe_line
 from bridged.log import get_logger
 from bridged.poison import RedeliveryCounter
@@ -43,6 +45,7 @@ def io_timeout(broker: BrokerConfig) -> float:
 
 # The broker refused what we asked for: retrying at once will not help.
 REFUSED_ERRORS: tuple[type[BaseException], ...] = (
+    ssl.SSLCertVerificationError,  # wrong CA or host name: a config matter, not a blip
     amqp_errors.AccessRefused,
     amqp_errors.NotFound,
     amqp_errors.PreconditionFailed,
@@ -55,8 +58,19 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class GaveUp(Exception):
-    """max_attempts connection failures in a row."""
+def tls_options(tls: TLSConfig, url: str) -> dict[str, Any]:
+    """py-amqp's ssl options: verify chain and host name unless verify is false."""
+    options: dict[str, Any] = {}
+    if tls.cert_file:
+        options.update(certfile=tls.cert_file, keyfile=tls.key_file)
+    if not tls.verify:
+        # no server_hostname key at all: kombu would fill one in and turn the host check back on
+        options["cert_reqs"] = ssl.CERT_NONE
+        return options
+    options.update(cert_reqs=ssl.CERT_REQUIRED, server_hostname=tls.server_hostname or urlsplit(url).hostname)
+    if tls.ca_file:
+        options["ca_certs"] = tls.ca_file
+    return options
 
 
 class BindingConsumer:
@@ -188,6 +202,7 @@ class BindingConsumer:
             heartbeat=self.broker.heartbeat,
             connect_timeout=self.broker.connect_timeout,
             transport_options={"read_timeout": timeout, "write_timeout": timeout},
+            ssl=tls_options(self.broker.tls, url) if url.startswith("amqps://") else False,
         )
         # One attempt, no hidden kombu retry loop: our own backoff decides.
         conn: amqp.Connection = client.transport.establish_connection()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 
@@ -71,4 +72,39 @@ def test_every_hostile_body_gives_exactly_one_line_per_format(broker, start_brid
     assert by_index[12]["body"] == "caf\u00e9 \n"
     assert by_index[17]["properties"]["headers"]["nested"] == {"a": [1, 2, {"b": None}]}
     assert by_index[17]["properties"]["headers"]["bin"] == "\x00\\xff"
+    assert bridged.proc.poll() is None
+
+
+def test_huge_bodies_header_tables_and_odd_properties(broker, start_bridged, uid, tmp_path):
+    """16 MiB body, a 3,000-entry header table, every property set oddly: one valid line each, in order."""
+
+    exchange = f"test.hostile.{uid}"
+    out = tmp_path / "json.log"
+    config = base_config({"f": {"type": "file", "path": str(out)}},
+                         {"b": {"exchange": exchange, "exchange_type": "fanout", "queue": f"bridged.test.{uid}",
+                                "sink": "f", "format": "json"}})  # fmt: skip
+    broker.queues.add(f"bridged.test.{uid}")
+    broker.exchanges.add(exchange)
+    bridged = start_bridged(config)
+    bridged.wait_event("consuming")
+    huge = os.urandom(16 * 1024 * 1024)
+    headers = {f"h{i}\x1b": ("v\n" * 10) for i in range(3_000)}  # ~100 KB: a header frame must fit frame_max (128 KiB)
+    odd = {
+        "content_type": "\x1b[31m/\x00", "content_encoding": "utf-16", "priority": 255, "delivery_mode": 1,
+        "correlation_id": "\n" * 100, "reply_to": "\u202e", "expiration": "86400000", "message_id": "",
+        "timestamp": 0, "type": "t" * 255, "user_id": "guest", "app_id": "\x07",
+    }  # fmt: skip
+    broker.publish(exchange, "", huge)
+    broker.publish(exchange, "", b"headers", application_headers=headers)
+    broker.publish(exchange, "", b"odd", **odd)
+    broker.publish(exchange, "", b"sentinel")
+    lines = wait_lines(out, 4, timeout=120)
+    assert len(lines) == 4
+    records = [json.loads(line) for line in lines]
+    assert base64.b64decode(records[0]["body"]) == huge and records[0]["body_encoding"] == "base64"
+    assert len(records[1]["properties"]["headers"]) == 3_000
+    assert records[2]["properties"]["priority"] == 255 and records[2]["properties"]["app_id"] == "\x07"
+    assert records[3]["body"] == "sentinel"
+    data = out.read_bytes()
+    assert b"\x1b" not in data and b"\x07" not in data and data.count(b"\n") == 4
     assert bridged.proc.poll() is None

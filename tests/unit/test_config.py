@@ -219,3 +219,30 @@ def test_max_redeliveries():
     assert parse(with_binding(max_redeliveries=3)).bindings["glance"].max_redeliveries == 3
     assert parse(BASE).bindings["glance"].max_redeliveries is None
     assert "must be at least 0" in error(with_binding(max_redeliveries=-1))
+
+
+def test_tls_settings(tmp_path):
+    """broker.tls: verify is a boolean, files must be readable, cert and key go together."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    tls = parse({**BASE, "broker": {"url": "amqps://h//", "tls": {"ca_file": str(ca)}}}).broker.tls
+    assert tls.verify and tls.ca_file == str(ca)
+    assert parse(BASE).broker.tls.verify
+    assert "broker.tls.verify: expected true or false" in error({**BASE, "broker": {"tls": {"verify": "no"}}})
+    assert "broker.tls.ca_file: cannot read" in error({**BASE, "broker": {"tls": {"ca_file": str(tmp_path / "x")}}})
+    assert "cert_file and key_file go together" in error({**BASE, "broker": {"tls": {"cert_file": str(ca)}}})
+    assert "broker.tls.veryfy: unknown key (did you mean 'verify'?)" in error(
+        {**BASE, "broker": {"tls": {"veryfy": 1}}}
+    )
+
+
+def test_config_path_that_is_not_a_regular_file(tmp_path):
+    """A FIFO as config path is refused at once (reading it would block forever)."""
+    import os
+
+    from bridged.config import load_config
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(fifo)
