@@ -144,10 +144,6 @@ class BindingConsumer:
             try:
                 self._session(url, connect_backoff, sink_backoff)
                 continue
-            except SinkError as exc:
-                delay = sink_backoff.next_delay()
-                self._log.error("sink_failed", reason=str(exc), retry_in=round(delay, 2),
-                                attempt=sink_backoff.attempts)  # fmt: skip
             except REFUSED_ERRORS as exc:
                 # A config mismatch with the broker: say so loudly, retry slowly.
                 connect_backoff.next_delay()
@@ -158,6 +154,9 @@ class BindingConsumer:
                 delay = connect_backoff.next_delay()
                 self._log.warning("reconnect_scheduled", url=mask_url(url), reason=self._describe(exc),
                                   attempt=connect_backoff.attempts, retry_in=round(delay, 2))  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - a bug must not silently end the binding's thread
+                delay = connect_backoff.next_delay()
+                self._log.exception("binding_failed", reason=self._describe(exc), retry_in=round(delay, 2))
             finally:
                 self.consuming.clear()
                 self.attempted.set()
@@ -295,7 +294,11 @@ class BindingConsumer:
                 conn.heartbeat_tick()
                 next_heartbeat = now + IDLE_WAKEUP
         if self._lines:
-            self._flush(channel)
+            try:
+                self._flush(channel)
+            except SinkError as exc:
+                # Stopping with a sink down: the held batch goes back to the queue on close.
+                self._log.error("sink_failed", reason=str(exc), held=len(self._lines), requeued=True)
 
     def _flush(self, channel: amqp.Channel) -> None:
         """Write the batch to every sink, then ack it: written first, acked second.

@@ -334,7 +334,10 @@ def _property(name: str) -> Callable[[Delivery, str], str]:
         if value is None:
             return ""
         if isinstance(value, dict | list):
-            return dump({"v": value})[5:-1].decode("ascii")
+            try:
+                return _ENCODER.encode(value)
+            except (ValueError, RecursionError, TypeError):
+                return repr(value)
         return str(_jsonable(value) if isinstance(value, datetime.datetime | bytes) else value)
 
     return get
