@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import base_config, read_lines, wait_lines, wait_until
+from tests.integration.servers import DatagramServer
 
 
 def _binding(uid: str, name: str, sink: str, **extra: object) -> dict:
@@ -95,36 +96,16 @@ def test_foreground_never_forks(start_bridged, tmp_path, uid, broker):
     assert not pidfile.exists()
 
 
-class NotifySocket:
-    """The systemd side of sd_notify: a datagram socket collecting messages."""
+class NotifySocket(DatagramServer):
+    """The systemd side of sd_notify: KEY=VALUE datagrams on a unix socket."""
 
     def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
+        super().__init__(socket.AF_UNIX, str(path))
         self.path = path
-        self.messages: list[tuple[float, dict[str, str]]] = []
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                data = self.sock.recv(4096).decode()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.messages.append((time.monotonic(), dict(line.split("=", 1) for line in data.splitlines())))
 
     def having(self, key: str, value: str | None = None) -> list[tuple[float, dict[str, str]]]:
-        return [(t, m) for t, m in list(self.messages) if key in m and (value is None or m[key] == value)]
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(2)
-        self.sock.close()
+        parsed = [(t, dict(line.split("=", 1) for line in data.decode().splitlines())) for t, data in self.received]
+        return [(t, m) for t, m in parsed if key in m and (value is None or m[key] == value)]
 
 
 def test_sd_notify_ready_status_reload_watchdog_stopping(start_bridged, tmp_path, uid, broker):

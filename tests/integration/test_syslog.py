@@ -8,36 +8,10 @@ import threading
 from pathlib import Path
 
 from tests.integration.conftest import base_config, queue_counts, wait_until
+from tests.integration.servers import DatagramServer
 
 RFC5424 = re.compile(rb"<(\d+)>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (\S+) (\S+) (\d+) - - (.*)", re.S)
 RFC3164 = re.compile(rb"<(\d+)>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d (\S+) (\S+)\[(\d+)\]: (.*)", re.S)
-
-
-class DatagramServer:
-    """Collects datagrams on a unix or UDP socket."""
-
-    def __init__(self, family: int, address: object) -> None:
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.bind(address)
-        self.sock.settimeout(0.2)
-        self.messages: list[bytes] = []
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                self.messages.append(self.sock.recv(1 << 20))
-            except TimeoutError:
-                pass
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(2)
-        self.sock.close()
 
 
 class OctetCountingServer:
