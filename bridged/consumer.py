@@ -3,8 +3,9 @@
 Deliveries come through py-amqp's channel callback (no kombu Message per
 delivery: that halves throughput). Lines are batched and written to every
 sink; one ``basic_ack(multiple=True)`` then covers exactly what was written.
-A sink failure drops the connection so the broker requeues everything that
-was not acked, and the binding retries after a backoff.
+A sink failure holds the batch unacked on the same connection (heartbeats go
+on, prefetch bounds it) and retries the sinks after a backoff; a connection
+failure drops what is unwritten, which the broker requeues, and reconnects.
 """
 
 from __future__ import annotations
