@@ -115,8 +115,13 @@ def test_check_rejects_bad_yaml(tmp_path, content, expected):
 
 
 def test_missing_file_and_directory(tmp_path):
-    """A missing file and a directory as config path are one-line errors."""
-    for path, expected in ((tmp_path / "nope.yaml", "No such file"), (tmp_path, "it is a directory")):
+    """A missing file, a directory and an unreadable file as config path are one-line errors."""
+    cases = (
+        (tmp_path / "nope.yaml", "No such file"),
+        (tmp_path, "it is a directory"),
+        ("/proc/self/mem", "cannot read /proc/self/mem"),  # unreadable even for root: read(2) fails
+    )
+    for path, expected in cases:
         result = run("--config", str(path), "--check")
         assert result.returncode == 2
         assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
