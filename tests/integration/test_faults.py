@@ -9,6 +9,16 @@ import time
 from tests.integration.conftest import base_config, queue_counts, rabbitmqctl, read_lines, wait_lines, wait_until
 
 
+def _start(broker, start_bridged, uid, tmp_path, path, **binding):
+    """Start bridged on a fresh fanout exchange and queue; returns (bridged, exchange, queue) once consuming."""
+    exchange, queue, config = _config(uid, tmp_path, path, **binding)
+    broker.queues.add(queue)
+    broker.exchanges.add(exchange)
+    bridged = start_bridged(config)
+    bridged.wait_event("consuming")
+    return bridged, exchange, queue
+
+
 def _config(uid, tmp_path, path, **binding):
     queue = f"bridged.test.{uid}"
     exchange = f"test.faults.{uid}"
@@ -21,11 +31,7 @@ def test_failing_sink_holds_acks_and_delivers_everything_once_it_recovers(broker
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the log directory should be\n")
     path = blocker / "out.log"
-    exchange, queue, config = _config(uid, tmp_path, path)
-    broker.queues.add(queue)
-    broker.exchanges.add(exchange)
-    bridged = start_bridged(config)
-    bridged.wait_event("consuming")
+    bridged, exchange, queue = _start(broker, start_bridged, uid, tmp_path, path)
     for i in range(20):
         broker.publish(exchange, "", f"m{i}".encode())
     bridged.wait_event("sink_failed", count=2)
@@ -41,11 +47,7 @@ def test_failing_sink_holds_acks_and_delivers_everything_once_it_recovers(broker
 def test_recovers_after_close_all_connections(broker, start_bridged, uid, tmp_path):
     """rabbitmqctl close_all_connections: bridged reconnects and keeps delivering."""
     path = tmp_path / "out.log"
-    exchange, queue, config = _config(uid, tmp_path, path)
-    broker.queues.add(queue)
-    broker.exchanges.add(exchange)
-    bridged = start_bridged(config)
-    bridged.wait_event("consuming")
+    bridged, exchange, _queue = _start(broker, start_bridged, uid, tmp_path, path)
     broker.publish(exchange, "", b"before")
     wait_lines(path, 1)
     rabbitmqctl("close_all_connections", "test: forced close")
@@ -60,11 +62,9 @@ def test_recovers_after_close_all_connections(broker, start_bridged, uid, tmp_pa
 def test_broker_restart_redeclares_a_non_durable_queue(broker, start_bridged, uid, tmp_path):
     """stop_app/start_app wipes a non-durable queue and exchange; the next connect declares them again."""
     path = tmp_path / "out.log"
-    exchange, queue, config = _config(uid, tmp_path, path, durable=False, exchange_durable=False)
-    broker.queues.add(queue)
-    broker.exchanges.add(exchange)
-    bridged = start_bridged(config)
-    bridged.wait_event("consuming")
+    bridged, exchange, _queue = _start(
+        broker, start_bridged, uid, tmp_path, path, durable=False, exchange_durable=False
+    )
     broker.publish(exchange, "", b"before")
     wait_lines(path, 1)
     try:
@@ -84,11 +84,7 @@ def test_broker_restart_redeclares_a_non_durable_queue(broker, start_bridged, ui
 def test_sigterm_mid_stream_acks_exactly_what_was_written(broker, start_bridged, uid, tmp_path):
     """After SIGTERM, lines written and messages left in the queue partition the stream: none lost, none both."""
     path = tmp_path / "out.log"
-    exchange, queue, config = _config(uid, tmp_path, path)
-    broker.queues.add(queue)
-    broker.exchanges.add(exchange)
-    bridged = start_bridged(config)
-    bridged.wait_event("consuming")
+    bridged, exchange, queue = _start(broker, start_bridged, uid, tmp_path, path)
     total = 20_000
     publisher = threading.Thread(target=lambda: [broker.publish(exchange, "", f"m{i}".encode()) for i in range(total)])
     publisher.start()
