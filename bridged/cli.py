@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         print(describe(config))
         return 0
-    from bridged.daemon import Pidfile, PidfileError, daemonize, log_stream_for_daemon
+    from bridged.daemon import Pidfile, PidfileError, daemonize, log_stream_for_daemon, open_log_file
 
     pidfile = Pidfile(args.pidfile) if args.pidfile else None
     try:
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return daemonize(pidfile, lambda ready: _serve(config, args, log_stream_for_daemon(args.log_file), ready))
         if pidfile is not None:
             pidfile.acquire()
-        log_stream = open(args.log_file, "a", buffering=1, encoding="utf-8") if args.log_file else None
+        log_stream = open_log_file(args.log_file) if args.log_file else None
         try:
             started = pidfile.write_pid if pidfile is not None else lambda: None
             return _serve(config, args, log_stream, started)

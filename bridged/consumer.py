@@ -95,7 +95,6 @@ class BindingConsumer:
         # Monotonic time by which this thread must be back in its loop: each
         # blocking step (drain, connect, sink write, backoff wait) moves it.
         self.due_by = time.monotonic() + self._connect_budget()
-        self.gave_up = False
         self._on_gave_up = on_gave_up
         self._format = make_formatter(binding.format, binding.name)
         self._log = get_logger(binding=binding.name, queue=binding.queue)
@@ -136,14 +135,13 @@ class BindingConsumer:
     def run(self) -> None:
         """Connect, consume and reconnect until stopped (or max_attempts is reached)."""
         connect_backoff = Backoff(self.reconnect)
-        sink_backoff = Backoff(self.reconnect)
         attempt = 0
         while not self.stop_requested.is_set():
             url = self.broker.urls[attempt % len(self.broker.urls)]
             attempt += 1
             self.due_by = time.monotonic() + self._connect_budget()
             try:
-                self._session(url, connect_backoff, sink_backoff)
+                self._session(url, connect_backoff)
                 continue
             except REFUSED_ERRORS as exc:
                 # A config mismatch with the broker: say so loudly, retry slowly.
@@ -164,7 +162,6 @@ class BindingConsumer:
             failures = connect_backoff.attempts  # failures in a row: reset once consuming
             if self.reconnect.max_attempts is not None and failures >= self.reconnect.max_attempts:
                 self._log.error("gave_up", attempts=failures)
-                self.gave_up = True
                 if self._on_gave_up is not None:
                     self._on_gave_up(self)
                 return
@@ -176,7 +173,7 @@ class BindingConsumer:
         text = str(exc) or type(exc).__name__
         return mask_text(f"{type(exc).__name__}: {text}", self._passwords)
 
-    def _session(self, url: str, connect_backoff: Backoff, sink_backoff: Backoff) -> None:
+    def _session(self, url: str, connect_backoff: Backoff) -> None:
         """One connection's life: returns when asked to stop, raises on any failure."""
         conn = self._connect(url)
         clean = False
@@ -189,7 +186,7 @@ class BindingConsumer:
             connect_backoff.reset()
             self.consuming.set()
             self._log.info("consuming", url=mask_url(url), prefetch=self.binding.prefetch)
-            self._consume(conn, channel, sink_backoff)
+            self._consume(conn, channel)
             clean = True
         finally:
             self._reset_batch()  # unwritten deliveries are requeued by the broker on close
@@ -254,8 +251,9 @@ class BindingConsumer:
         )
         return True
 
-    def _consume(self, conn: amqp.Connection, channel: amqp.Channel, sink_backoff: Backoff) -> None:
+    def _consume(self, conn: amqp.Connection, channel: amqp.Channel) -> None:
         """The hot loop: wait for a frame, let py-amqp dispatch it to _on_message, flush, heartbeat."""
+        sink_backoff = Backoff(self.reconnect)  # a held batch lives on this connection only
         enable_read_ahead(conn.transport)
         read_frames = FrameWaiter(conn.transport).read_frames
         stop = self.stop_requested

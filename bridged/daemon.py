@@ -118,10 +118,15 @@ def daemonize(pidfile: Pidfile | None, run: Callable[[Callable[[], None]], int])
     return code  # pragma: no cover
 
 
+def open_log_file(path: str) -> TextIO:
+    """bridged's own log file: appended to, line-buffered, open for the life of the process."""
+    return open(path, "a", buffering=1, encoding="utf-8")
+
+
 def log_stream_for_daemon(log_file: str | None) -> TextIO | SyslogLogStream:
     """Where bridged's own log goes once stderr is /dev/null: a file, else syslog."""
     if log_file:
-        return open(log_file, "a", buffering=1, encoding="utf-8")
+        return open_log_file(log_file)
     return SyslogLogStream()
 
 

@@ -216,11 +216,13 @@ def dump(rec: dict[str, Any]) -> bytes:
             return _ascii_line(_ENCODER.encode(safe))
 
 
+def _escape_del(json_text: str) -> str:
+    """The JSON encoder escapes every control character but DEL; escape that too."""
+    return json_text.replace("\x7f", "\\u007f") if "\x7f" in json_text else json_text
+
+
 def _ascii_line(text: str) -> bytes:
-    """The encoder escapes everything but DEL; escape that too."""
-    if "\x7f" in text:
-        text = text.replace("\x7f", "\\u007f")
-    return text.encode("ascii")
+    return _escape_del(text).encode("ascii")
 
 
 # Record keys that an unwrapped oslo message may not overwrite.
@@ -265,8 +267,7 @@ _PLAIN_PROPERTIES_JSON = '{"delivery_mode":2}'
 
 
 def _quote(text: str) -> str:
-    quoted = _encode_string(text)
-    return quoted.replace("\x7f", "\\u007f") if "\x7f" in quoted else quoted
+    return _escape_del(_encode_string(text))
 
 
 def make_json(binding: str) -> LineFormatter:

@@ -19,6 +19,14 @@ def _start(broker, start_bridged, uid, tmp_path, path, **binding):
     return bridged, exchange, queue
 
 
+def _assert_resumes(broker, bridged, exchange, path):
+    """After a broker-side fault: reconnected, the next message follows the one before, still running."""
+    broker.reconnect()
+    broker.publish(exchange, "", b"after")
+    assert wait_lines(path, 2) == ["before", "after"]
+    assert bridged.proc.poll() is None
+
+
 def _config(uid, tmp_path, path, **binding):
     queue = f"bridged.test.{uid}"
     exchange = f"test.faults.{uid}"
@@ -53,10 +61,7 @@ def test_recovers_after_close_all_connections(broker, start_bridged, uid, tmp_pa
     rabbitmqctl("close_all_connections", "test: forced close")
     bridged.wait_event("reconnect_scheduled")
     bridged.wait_event("consuming", count=2)
-    broker.reconnect()
-    broker.publish(exchange, "", b"after")
-    assert wait_lines(path, 2) == ["before", "after"]
-    assert bridged.proc.poll() is None
+    _assert_resumes(broker, bridged, exchange, path)
 
 
 def test_broker_restart_redeclares_a_non_durable_queue(broker, start_bridged, uid, tmp_path):
@@ -75,10 +80,7 @@ def test_broker_restart_redeclares_a_non_durable_queue(broker, start_bridged, ui
         rabbitmqctl("start_app")
         rabbitmqctl("await_startup")
     bridged.wait_event("consuming", count=2, timeout=60)
-    broker.reconnect()
-    broker.publish(exchange, "", b"after")
-    assert wait_lines(path, 2) == ["before", "after"]
-    assert bridged.proc.poll() is None
+    _assert_resumes(broker, bridged, exchange, path)
 
 
 def test_sigterm_mid_stream_acks_exactly_what_was_written(broker, start_bridged, uid, tmp_path):
