@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii as _encode_string
 from typing import Any, Protocol
 
+from bridged.redact import REDACTED, Redactor
+
 FORMAT_NAMES = ("raw", "json", "oslo")
 
 
@@ -172,25 +174,63 @@ def _jsonable(value: Any) -> Any:
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=_jsonable)
 
 
-def _properties(properties: Mapping[str, Any]) -> dict[str, Any]:
+def _properties(properties: Mapping[str, Any], redactor: Redactor | None) -> dict[str, Any]:
     """AMQP properties as set; py-amqp calls the headers table application_headers."""
     props = dict(properties)
     if "application_headers" in props:
-        props["headers"] = props.pop("application_headers")
+        headers = props.pop("application_headers")
+        if redactor is not None and redactor.needs(headers):
+            headers = _redact_or_mark(headers, redactor)
+        props["headers"] = headers
     return props
 
 
-def record(delivery: Delivery, binding: str) -> dict[str, Any]:
+def _envelope_inner(value: Any) -> Any:
+    """The parsed inner message of an oslo 2.0 envelope, or None."""
+    if type(value) is dict:
+        inner = value.get("oslo.message")
+        if type(inner) is str:
+            try:
+                return check_json(inner)
+            except ValueError:
+                return None
+    return None
+
+
+def body_needs_redaction(value: Any, redactor: Redactor) -> bool:
+    """Whether a parsed body (or the message inside its oslo envelope) holds a live secret."""
+    return redactor.needs(value) or redactor.needs(_envelope_inner(value))
+
+
+def redact_body(value: Any, redactor: Redactor) -> Any:
+    """*value* with secrets masked, inside an oslo envelope's JSON string too."""
+    inner = _envelope_inner(value)
+    if inner is not None and redactor.needs(inner):
+        value = dict(value)
+        value["oslo.message"] = _ENCODER.encode(_redact_or_mark(inner, redactor))
+    return _redact_or_mark(value, redactor)
+
+
+def _redact_or_mark(value: Any, redactor: Redactor) -> Any:
+    try:
+        return redactor.redact(value)
+    except ValueError:  # too deep to walk: nothing of it is written
+        return f"{REDACTED} (nested too deeply to inspect)"
+
+
+def record(delivery: Delivery, binding: str, redactor: Redactor | None = None) -> dict[str, Any]:
     """The json format's fields for *delivery*."""
     info = delivery.delivery_info
     value, encoding = body_value(delivery.body)
+    if redactor is not None and encoding is None:
+        value = redact_body(value, redactor)
     rec: dict[str, Any] = {
         "binding": binding,
         "exchange": info.get("exchange", ""),
         "routing_key": info.get("routing_key", ""),
         "redelivered": bool(info.get("redelivered", False)),
         "received_at": utc_now(),
-        "properties": _properties(delivery.properties),
+        "properties": _properties(delivery.properties, redactor),
         "body": value,
     }
     if encoding:
@@ -239,7 +279,7 @@ def unwrap_oslo(value: Any) -> dict[str, Any] | None:
     if not isinstance(envelope, str):
         return None
     try:
-        inner = parse_json(envelope)
+        inner = check_json(envelope)
     except ValueError:
         return None
     if not isinstance(inner, dict):
@@ -249,7 +289,7 @@ def unwrap_oslo(value: Any) -> dict[str, Any] | None:
     return inner
 
 
-def _prefix(delivery: Delivery, binding_json: str) -> str:
+def _prefix(delivery: Delivery, binding_json: str, redactor: Redactor | None) -> str:
     """The json record up to (not including) the body, built as text: no dict, no encoder pass."""
     info = delivery.delivery_info
     props = delivery.properties
@@ -257,7 +297,8 @@ def _prefix(delivery: Delivery, binding_json: str) -> str:
         f'{{"binding":{binding_json},"exchange":{_quote(str(info.get("exchange", "")))},'
         f'"routing_key":{_quote(str(info.get("routing_key", "")))},'
         f'"redelivered":{"true" if info.get("redelivered") else "false"},"received_at":"{utc_now()}",'
-        f'"properties":{_PLAIN_PROPERTIES_JSON if props == _PLAIN_PROPERTIES else dump(_properties(props)).decode()}'
+        f'"properties":'
+        f"{_PLAIN_PROPERTIES_JSON if props == _PLAIN_PROPERTIES else dump(_properties(props, redactor)).decode()}"
     )
 
 
@@ -270,33 +311,42 @@ def _quote(text: str) -> str:
     return _escape_del(_encode_string(text))
 
 
-def make_json(binding: str) -> LineFormatter:
+def make_json(binding: str, redactor: Redactor | None = None) -> LineFormatter:
     binding_json = _quote(binding)
 
     def format_json(delivery: Delivery) -> bytes:
         body = delivery.body
         if type(body) is bytes and _splice_safe(body):
             try:
-                check_json(body)
+                value = check_json(body)
             except ValueError:
-                return f'{_prefix(delivery, binding_json)},"body":{_quote(body.decode("ascii"))}}}'.encode("ascii")
-            return b"".join((_prefix(delivery, binding_json).encode("ascii"), b',"body":', body, b"}"))
-        return dump(record(delivery, binding))
+                text = _quote(body.decode("ascii"))
+                return f'{_prefix(delivery, binding_json, redactor)},"body":{text}}}'.encode("ascii")
+            if redactor is None or not body_needs_redaction(value, redactor):
+                return b"".join((_prefix(delivery, binding_json, redactor).encode("ascii"), b',"body":', body, b"}"))
+        return dump(record(delivery, binding, redactor))
 
     return format_json
 
 
-def make_oslo(binding: str) -> LineFormatter:
+def make_oslo(binding: str, redactor: Redactor | None = None) -> LineFormatter:
     binding_json = _quote(binding)
 
     def format_oslo(delivery: Delivery) -> bytes:
         body = delivery.body
         if type(body) is bytes and body.isascii():
-            spliced = _splice_oslo(delivery, body, binding_json)
+            spliced = _splice_oslo(delivery, body, binding_json, redactor)
             if spliced is not None:
                 return spliced
-        rec = record(delivery, binding)
+        rec = record(delivery, binding)  # unredacted: the message is unwrapped first, then masked
         message = unwrap_oslo(rec["body"])
+        if redactor is not None:
+            rec["properties"] = _properties(delivery.properties, redactor)
+            if message is None:
+                rec["body"] = redact_body(rec["body"], redactor)
+            else:
+                masked = _redact_or_mark(message, redactor)
+                message = masked if isinstance(masked, dict) else {"body": masked}
         if message is not None:
             del rec["body"]
             for key, val in message.items():
@@ -306,7 +356,7 @@ def make_oslo(binding: str) -> LineFormatter:
     return format_oslo
 
 
-def _splice_oslo(delivery: Delivery, body: bytes, binding_json: str) -> bytes | None:
+def _splice_oslo(delivery: Delivery, body: bytes, binding_json: str, redactor: Redactor | None) -> bytes | None:
     """The common oslo 2.0 envelope, unwrapped by copying the inner JSON text after the record's fields."""
     try:
         outer = check_json(body)
@@ -323,53 +373,127 @@ def _splice_oslo(delivery: Delivery, body: bytes, binding_json: str) -> bytes | 
         return None
     if not isinstance(inner, dict) or not inner or not _RECORD_KEYS.isdisjoint(inner) or "oslo.version" in inner:
         return None
+    if redactor is not None and redactor.needs(inner):
+        return None
     inner_text = inner_text.strip()
-    return f'{_prefix(delivery, binding_json)},"oslo.version":{_quote(version)},{inner_text[1:]}'.encode("ascii")
+    prefix = _prefix(delivery, binding_json, redactor)
+    return f'{prefix},"oslo.version":{_quote(version)},{inner_text[1:]}'.encode("ascii")
 
 
-def _property(name: str) -> Callable[[Delivery, str], str]:
+def notification(delivery: Delivery) -> dict[str, Any] | None:
+    """The oslo notification (or RPC message) carried by *delivery*, or None."""
+    body = delivery.body
+    try:
+        value = check_json(body) if type(body) is bytes else body_value(body)[0]
+    except ValueError:
+        return None
+    return unwrap_oslo(value)
+
+
+def notification_meta(delivery: Delivery) -> tuple[str | None, str | None]:
+    """(priority, event_type) of an oslo notification, for the syslog severity and MSGID."""
+    message = notification(delivery)
+    if message is None:
+        return None, None
+    priority, event_type = message.get("priority"), message.get("event_type")
+    return (
+        priority if type(priority) is str else None,
+        event_type if type(event_type) is str else None,
+    )
+
+
+def _text(value: Any) -> str:
+    """A field value as text: JSON for objects and lists, ISO 8601 for times."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        try:
+            return _ENCODER.encode(value)
+        except (ValueError, RecursionError, TypeError):
+            return repr(value)
+    if isinstance(value, datetime.datetime | bytes):
+        return str(_jsonable(value))
+    return str(value)
+
+
+class _Message:
+    """One delivery as the template fields see it; the body is parsed (and redacted) at most once."""
+
+    __slots__ = ("_note", "binding", "delivery", "redactor")
+
+    def __init__(self, delivery: Delivery, binding: str, redactor: Redactor | None) -> None:
+        self.delivery = delivery
+        self.binding = binding
+        self.redactor = redactor
+        self._note: dict[str, Any] | None = None  # parsed on first use
+
+    def note(self) -> dict[str, Any]:
+        if self._note is None:
+            message = notification(self.delivery) or {}
+            if self.redactor is not None and self.redactor.needs(message):
+                redacted = _redact_or_mark(message, self.redactor)
+                message = redacted if isinstance(redacted, dict) else {}
+            self._note = message
+        return self._note
+
+    def body(self) -> str:
+        body = self.delivery.body
+        redactor = self.redactor
+        if redactor is not None:
+            value, encoding = body_value(body)
+            if encoding is None and isinstance(value, dict | list) and body_needs_redaction(value, redactor):
+                return _text(redact_body(value, redactor))
+        return body_text(body)
+
+
+FieldGetter = Callable[[_Message], str]
+
+
+def _amqp_property(name: str) -> FieldGetter:
     key = "application_headers" if name == "headers" else name
 
-    def get(delivery: Delivery, binding: str) -> str:
-        value = delivery.properties.get(key)
-        if value is None:
-            return ""
-        if isinstance(value, dict | list):
-            try:
-                return _ENCODER.encode(value)
-            except (ValueError, RecursionError, TypeError):
-                return repr(value)
-        return str(_jsonable(value) if isinstance(value, datetime.datetime | bytes) else value)
+    def get(message: _Message) -> str:
+        value = message.delivery.properties.get(key)
+        if key == "application_headers" and message.redactor is not None and message.redactor.needs(value):
+            value = _redact_or_mark(value, message.redactor)
+        return _text(value)
 
     return get
 
 
-def _oslo_field(name: str) -> Callable[[Delivery, str], str]:
-    def get(delivery: Delivery, binding: str) -> str:
-        value, _ = body_value(delivery.body)
-        message = unwrap_oslo(value)
-        found = message.get(name) if message else None
-        return "" if found is None else str(found)
+def _notification_field(*keys: str) -> FieldGetter:
+    def get(message: _Message) -> str:
+        note = message.note()
+        for key in keys:
+            if key in note:
+                return _text(note[key])
+        return ""
 
     return get
 
 
-_PROPERTIES = ("content_type", "content_encoding", "headers", "delivery_mode", "priority",
-               "correlation_id", "reply_to", "expiration", "message_id", "timestamp",
-               "type", "user_id", "app_id")  # fmt: skip
+AMQP_PROPERTIES = ("content_type", "content_encoding", "headers", "delivery_mode", "priority",
+                   "correlation_id", "reply_to", "expiration", "message_id", "timestamp",
+                   "type", "user_id", "app_id")  # fmt: skip
 
-TEMPLATE_FIELDS: dict[str, Callable[[Delivery, str], str]] = {
-    "binding": lambda d, b: b,
-    "exchange": lambda d, b: str(d.delivery_info.get("exchange", "")),
-    "routing_key": lambda d, b: str(d.delivery_info.get("routing_key", "")),
-    "redelivered": lambda d, b: "true" if d.delivery_info.get("redelivered") else "false",
-    "delivery_tag": lambda d, b: str(d.delivery_info.get("delivery_tag", "")),
-    "received_at": lambda d, b: utc_now(),
-    "body": lambda d, b: body_text(d.body),
-    **{name: _property(name) for name in _PROPERTIES},
-    "event_type": _oslo_field("event_type"),
-    "publisher_id": _oslo_field("publisher_id"),
+# Three groups with distinct names: the delivery, the oslo notification
+# inside the body, and the AMQP properties (prefixed amqp_).
+DELIVERY_FIELDS: dict[str, FieldGetter] = {
+    "binding": lambda m: m.binding,
+    "exchange": lambda m: str(m.delivery.delivery_info.get("exchange", "")),
+    "routing_key": lambda m: str(m.delivery.delivery_info.get("routing_key", "")),
+    "redelivered": lambda m: "true" if m.delivery.delivery_info.get("redelivered") else "false",
+    "delivery_tag": lambda m: str(m.delivery.delivery_info.get("delivery_tag", "")),
+    "received_at": lambda m: utc_now(),
+    "body": _Message.body,
 }
+NOTIFICATION_FIELDS: dict[str, FieldGetter] = {
+    name: _notification_field(name)
+    for name in ("priority", "message_id", "timestamp", "publisher_id", "event_type", "payload")
+}
+NOTIFICATION_FIELDS["request_id"] = _notification_field("_context_request_id", "request_id")
+PROPERTY_FIELDS: dict[str, FieldGetter] = {f"amqp_{name}": _amqp_property(name) for name in AMQP_PROPERTIES}
+TEMPLATE_FIELDS: dict[str, FieldGetter] = {**DELIVERY_FIELDS, **NOTIFICATION_FIELDS, **PROPERTY_FIELDS}
 
 
 def compile_template(template: str) -> list[tuple[str, str | None]]:
@@ -385,7 +509,8 @@ def compile_template(template: str) -> list[tuple[str, str | None]]:
         if field is not None and (spec or conversion or field not in TEMPLATE_FIELDS):
             shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
             if field not in TEMPLATE_FIELDS:
-                why = f"unknown field {shown}; fields: {', '.join(sorted(TEMPLATE_FIELDS))}"
+                hint = f" (AMQP properties are amqp_{field})" if field in AMQP_PROPERTIES else ""
+                why = f"unknown field {shown}{hint}; fields: {', '.join(sorted(TEMPLATE_FIELDS))}"
             else:
                 why = f"{shown}: only plain {{name}} fields are allowed (no conversions or format specs)"
             raise TemplateError(why)
@@ -393,29 +518,30 @@ def compile_template(template: str) -> list[tuple[str, str | None]]:
     return parts
 
 
-def make_template(template: str, binding: str) -> LineFormatter:
+def make_template(template: str, binding: str, redactor: Redactor | None = None) -> LineFormatter:
     parts = [(literal, TEMPLATE_FIELDS[field] if field else None) for literal, field in compile_template(template)]
 
     def format_template(delivery: Delivery) -> bytes:
+        message = _Message(delivery, binding, redactor)
         out = []
         for literal, getter in parts:
             out.append(literal)
             if getter is not None:
-                out.append(escape_text(getter(delivery, binding)))
+                out.append(escape_text(getter(message)))
         return "".join(out).encode("utf-8", "backslashreplace")
 
     return format_template
 
 
-def make_formatter(fmt: str, binding: str) -> LineFormatter:
-    """The line formatter for a binding's ``format`` setting."""
+def make_formatter(fmt: str, binding: str, redactor: Redactor | None = None) -> LineFormatter:
+    """The line formatter for a binding's ``format`` setting (*redactor*: None when redaction is off)."""
     if fmt == "raw":
         return format_raw
     if fmt == "json":
-        return make_json(binding)
+        return make_json(binding, redactor)
     if fmt == "oslo":
-        return make_oslo(binding)
-    return make_template(fmt, binding)
+        return make_oslo(binding, redactor)
+    return make_template(fmt, binding, redactor)
 
 
 def safe_line(delivery: Delivery, error: BaseException) -> bytes:

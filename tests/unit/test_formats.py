@@ -19,6 +19,9 @@ from bridged.formats import (
     make_formatter,
     utc_now,
 )
+from bridged.redact import DEFAULT_REDACT_KEYS, Redactor
+
+REDACTOR = Redactor(DEFAULT_REDACT_KEYS)
 
 
 class Delivery:
@@ -129,7 +132,9 @@ def test_oslo_keeps_record_keys_and_handles_bare_and_broken_messages():
 
 
 def test_template_substitutes_named_fields_and_escapes_them():
-    fmt = make_formatter("{binding} {routing_key} {message_id} [{event_type}] {redelivered} {headers} {body}", "n")
+    fmt = make_formatter(
+        "{binding} {routing_key} {amqp_message_id} [{event_type}] {redelivered} {amqp_headers} {body}", "n"
+    )
     body = json.dumps({"event_type": "compute.instance.create.end", "payload": {}}).encode()
     line = fmt(Delivery(body, message_id="id\nforged", application_headers={"k": "v"}))
     assert line.decode().startswith('n notifications.info id\\nforged [compute.instance.create.end] false {"k":"v"} {')
@@ -165,12 +170,13 @@ PROPERTY_VALUES = st.one_of(
 def test_any_input_gives_exactly_one_valid_line(body, key, props):
     """Property: any body, key and properties give one safe line per format; JSON lines parse."""
     delivery = Delivery(body, routing_key=key, **props)
-    for name in ("raw", "json", "oslo", "{routing_key}|{message_id}|{headers}|{event_type}|{body}"):
-        line = make_formatter(name, "b")(delivery)
-        assert_one_safe_line(line)
-        if name in ("json", "oslo"):
-            rec = json.loads(line)
-            assert rec["routing_key"] == key
+    for name in ("raw", "json", "oslo", "{routing_key}|{amqp_message_id}|{amqp_headers}|{event_type}|{body}"):
+        for redactor in (None, REDACTOR):
+            line = make_formatter(name, "b", redactor)(delivery)
+            assert_one_safe_line(line)
+            if name in ("json", "oslo"):
+                rec = json.loads(line)
+                assert rec["routing_key"] == key
 
 
 @settings(max_examples=200, deadline=None)
