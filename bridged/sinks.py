@@ -7,6 +7,7 @@ binding threads, so each holds its own lock.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -16,6 +17,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from bridged.config import SinkConfig
+from bridged.log import get_logger
 
 # New log files: owner writes, group (e.g. adm) reads, others nothing.
 FILE_MODE = 0o640
@@ -29,10 +31,15 @@ class SinkError(Exception):
     """A sink could not take a batch; nothing of it may be acked."""
 
 
+# Per line, for sinks that want it: the notification's (priority, event_type).
+LineMeta = tuple[str | None, str | None]
+
+
 class Sink(Protocol):
     name: str
+    wants_meta: bool  # whether write() needs a LineMeta per line (costs a parse per message)
 
-    def write(self, lines: Sequence[bytes]) -> None:
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
         """Deliver every line or raise SinkError."""
 
     def reopen(self) -> None:
@@ -62,6 +69,8 @@ def _write_all(fd: int, data: bytes) -> int:
 class FileSink:
     """Appends lines to a file; follows renames and deletions by inode, reopens on HUP."""
 
+    wants_meta = False
+
     def __init__(self, name: str, path: str) -> None:
         self.name = name
         self.path = path
@@ -73,7 +82,7 @@ class FileSink:
         self._partial_line = False
         self._missing_since: float | None = None
 
-    def write(self, lines: Sequence[bytes]) -> None:
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
         data = b"\n".join(lines) + b"\n"
         with self._lock:
             try:
@@ -136,11 +145,13 @@ class FileSink:
 class StdoutSink:
     """Writes lines to file descriptor 1, unbuffered: a batch is out when write returns."""
 
+    wants_meta = False
+
     def __init__(self, name: str) -> None:
         self.name = name
         self._lock = threading.Lock()
 
-    def write(self, lines: Sequence[bytes]) -> None:
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
         data = b"\n".join(lines) + b"\n"
         with self._lock:
             try:
@@ -155,9 +166,10 @@ class StdoutSink:
         pass
 
 
-SEVERITY_INFO = 6
 TRUNCATION_MARKER = b"...[truncated]"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# RFC 5424 MSGID: 1-32 printable US-ASCII characters.
+MSGID_MAX = 32
 
 
 def _still_open(sock: socket.socket) -> bool:
@@ -174,8 +186,38 @@ def _still_open(sock: socket.socket) -> bool:
         return False
 
 
+def _msgid(event_type: str | None) -> bytes:
+    if not event_type:
+        return b"-"
+    text = "".join(c for c in event_type[:MSGID_MAX] if 33 <= ord(c) <= 126)
+    return text.encode("ascii") or b"-"
+
+
+def truncate_json(line: bytes, limit: int) -> bytes:
+    """A JSON object line too long for *limit*, as a smaller JSON object that says so.
+
+    Cutting the text would leave invalid JSON that a log pipeline drops or
+    mis-parses; this keeps a valid record with the start of the original.
+    """
+    skeleton = b'{"bridged_truncated":true,"size":%d,"head":""}' % len(line)
+    room = limit - len(skeleton)
+    head = line[: max(0, room)].decode("utf-8", "ignore")
+    while True:
+        encoded = json.dumps(head, ensure_ascii=True).encode("ascii")
+        if len(encoded) - 2 <= room or not head:
+            break
+        head = head[: max(0, len(head) - (len(encoded) - 2 - room) - 1)]
+    return skeleton[:-3] + encoded + b"}"
+
+
 class SyslogSink:
-    """RFC 5424/3164 over a unix datagram socket, UDP, or TCP with octet counting."""
+    """RFC 5424, RFC 3164 or local syslog(3) format over a unix datagram socket, UDP, or TCP (octet counting).
+
+    Each line's severity follows its notification's priority (severity_map),
+    and its event_type becomes the RFC 5424 MSGID.
+    """
+
+    wants_meta = True
 
     def __init__(self, config: SinkConfig) -> None:
         self.name = config.name
@@ -186,8 +228,10 @@ class SyslogSink:
         self._reconnect_requested = False
         self._stream = config.address.startswith("tcp://")
         self._hostname = (socket.gethostname().split(".")[0] or "-").encode("ascii", "replace")
-        self._pri = f"<{config.facility * 8 + SEVERITY_INFO}>".encode()
+        self._pris = [f"<{config.facility * 8 + severity}>".encode() for severity in range(8)]
+        self._severity_map = {p.upper(): s for p, s in config.severity_map.items()}
         self._tag = config.tag.encode("ascii")
+        self._log = get_logger(sink=config.name)
 
     def _connect(self) -> socket.socket:
         if self._reconnect_requested:
@@ -216,38 +260,66 @@ class SyslogSink:
         self._sock = sock
         return sock
 
-    def _header(self) -> bytes:
+    def _stamp(self) -> tuple[bytes, bool]:
+        """The batch's header middle part (after PRI, before MSGID) and whether MSGID follows."""
         now = time.time()
         pid = str(os.getpid()).encode()
-        if self._config.protocol == "rfc3164":
-            tm = time.localtime(now)
-            stamp = f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} {tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}"
-            return b"%s%s %s %s[%s]: " % (self._pri, stamp.encode(), self._hostname, self._tag, pid)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-        return b"%s1 %s %s %s %s - - " % (self._pri, stamp.encode(), self._hostname, self._tag, pid)
+        protocol = self._config.protocol
+        if protocol == "rfc5424":
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+            return b"1 %s %s %s %s " % (stamp.encode(), self._hostname, self._tag, pid), True
+        tm = time.localtime(now)
+        stamp = f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} {tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}"
+        if protocol == "rfc3164":
+            return b"%s %s %s[%s]: " % (stamp.encode(), self._hostname, self._tag, pid), False
+        return b"%s %s[%s]: " % (stamp.encode(), self._tag, pid), False  # local: no hostname
+
+    def _severity(self, priority: str | None) -> int:
+        if priority is None:
+            return self._config.severity
+        found = self._severity_map.get(priority)
+        if found is None:
+            found = self._severity_map.get(priority.upper(), self._config.severity)
+        return found
+
+    def header(self, middle: bytes, with_msgid: bool, meta: LineMeta | None) -> bytes:
+        priority, event_type = meta if meta is not None else (None, None)
+        pri = self._pris[self._severity(priority)]
+        if with_msgid:
+            return b"%s%s%s - " % (pri, middle, _msgid(event_type))
+        return pri + middle
 
     def frame(self, header: bytes, line: bytes) -> bytes:
-        """Header plus line, cut to max_size with a marker rather than dropped."""
+        """Header plus line, cut to max_size: JSON stays valid JSON, text ends with a marker."""
         message = header + line
         limit = self._config.max_size
         if len(message) > limit:
-            keep = max(0, limit - len(header) - len(TRUNCATION_MARKER))
-            body = line[:keep].decode("utf-8", "ignore").encode("utf-8")
-            message = header + body + TRUNCATION_MARKER
+            room = max(0, limit - len(header))
+            if line[:1] == b"{":
+                message = header + truncate_json(line, room)
+            else:
+                keep = max(0, room - len(TRUNCATION_MARKER))
+                message = header + line[:keep].decode("utf-8", "ignore").encode("utf-8") + TRUNCATION_MARKER
+            self._log.warning("line_truncated", size=len(line), max_size=limit)
         if self._stream:
             return b"%d %s" % (len(message), message)
         return message
 
-    def write(self, lines: Sequence[bytes]) -> None:
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
         with self._lock:
             try:
                 sock = self._connect()
-                header = self._header()
+                middle, with_msgid = self._stamp()
+                header = self.header
+                frames = (
+                    self.frame(header(middle, with_msgid, meta[i] if meta is not None else None), line)
+                    for i, line in enumerate(lines)
+                )
                 if self._stream:
-                    sock.sendall(b"".join(self.frame(header, line) for line in lines))
+                    sock.sendall(b"".join(frames))
                 else:
-                    for line in lines:
-                        sock.send(self.frame(header, line))
+                    for frame in frames:
+                        sock.send(frame)
             except OSError as exc:
                 self._close_socket()
                 raise SinkError(f"cannot send to syslog {self.address}: {_reason(exc)}") from exc

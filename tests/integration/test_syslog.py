@@ -11,6 +11,7 @@ from tests.integration.conftest import base_config, queue_counts, wait_until
 from tests.integration.servers import DatagramServer
 
 RFC5424 = re.compile(rb"<(\d+)>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (\S+) (\S+) (\d+) - - (.*)", re.S)
+LOCAL = re.compile(rb"<(\d+)>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d ()(\S+)\[(\d+)\]: (.*)", re.S)  # syslog(3), no host
 RFC3164 = re.compile(rb"<(\d+)>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d (\S+) (\S+)\[(\d+)\]: (.*)", re.S)
 
 
@@ -77,7 +78,7 @@ def test_unix_datagram_rfc5424(broker, start_bridged, uid, tmp_path: Path):
     server = DatagramServer(socket.AF_UNIX, path)
     try:
         bridged, exchange, _ = _start(
-            broker, start_bridged, uid, {"address": path, "facility": "local0", "tag": "nova"}
+            broker, start_bridged, uid, {"address": path, "facility": "local0", "tag": "nova", "protocol": "rfc5424"}
         )
         for i in range(5):
             broker.publish(exchange, "", f"m{i}\nx".encode())
@@ -145,6 +146,6 @@ def test_missing_unix_socket_holds_acks_until_it_appears(broker, start_bridged, 
     server = DatagramServer(socket.AF_UNIX, path)
     try:
         wait_until(lambda: len(server.messages) >= 3, 30, "3 datagrams")
-        assert [RFC5424.fullmatch(m).group(5) for m in server.messages[:3]] == [b"m0", b"m1", b"m2"]
+        assert [LOCAL.fullmatch(m).group(5) for m in server.messages[:3]] == [b"m0", b"m1", b"m2"]
     finally:
         server.close()

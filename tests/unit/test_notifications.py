@@ -1,0 +1,96 @@
+"""Template fields for notifications and AMQP properties; priority and event_type for syslog."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from bridged.config import SinkConfig
+from bridged.formats import TemplateError, compile_template, make_formatter, notification_meta
+from bridged.sinks import SyslogSink, truncate_json
+from tests.unit.test_formats import Delivery
+
+INNER = {
+    "message_id": "note-id",
+    "publisher_id": "network.ctl1",
+    "event_type": "port.create.end",
+    "priority": "WARN",
+    "timestamp": "2026-11-22 05:00:00.000001",
+    "payload": {"port": {"id": "p-1"}},
+    "_context_request_id": "req-7",
+}
+BODY = json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(INNER)}).encode()
+
+
+def test_notification_and_amqp_fields_are_distinct():
+    """{priority}, {message_id}, {timestamp} are the notification's; amqp_* are the properties."""
+    fmt = make_formatter(
+        "{priority}|{message_id}|{timestamp}|{request_id}|{publisher_id}|{event_type}|{payload}"
+        "|{amqp_priority}|{amqp_message_id}|{amqp_timestamp}",
+        "b",
+    )
+    line = fmt(Delivery(BODY, priority=0, message_id="amqp-id", timestamp=1700000000))
+    assert line.decode().split("|") == [
+        "WARN", "note-id", "2026-11-22 05:00:00.000001", "req-7", "network.ctl1", "port.create.end",
+        '{"port":{"id":"p-1"}}', "0", "amqp-id", "1700000000",
+    ]  # fmt: skip
+
+
+def test_old_property_names_point_to_their_new_names():
+    with pytest.raises(TemplateError, match=r"amqp_content_type"):
+        compile_template("{content_type}")
+
+
+def test_notification_fields_are_empty_for_other_messages():
+    assert make_formatter("[{priority}][{event_type}][{payload}]", "b")(Delivery(b"plain")) == b"[][][]"
+
+
+def test_meta_reads_oslo_2_and_bare_notifications():
+    assert notification_meta(Delivery(BODY)) == ("WARN", "port.create.end")
+    assert notification_meta(Delivery(json.dumps(INNER).encode())) == ("WARN", "port.create.end")
+    assert notification_meta(Delivery(b"\xff not json")) == (None, None)
+    assert notification_meta(Delivery(b'{"priority": 3}')) == (None, None)
+
+
+def sink(**config) -> SyslogSink:
+    return SyslogSink(SinkConfig("s", "syslog", **{"address": "udp://127.0.0.1:514", **config}))
+
+
+@pytest.mark.parametrize(
+    ("priority", "severity"),
+    [("CRITICAL", 2), ("ERROR", 3), ("WARN", 4), ("warning", 4), ("INFO", 6), ("AUDIT", 5),
+     ("SAMPLE", 6), ("DEBUG", 7), ("nonsense", 6), (None, 6)],
+)  # fmt: skip
+def test_priority_sets_the_severity(priority, severity):
+    s = sink(facility=16)
+    middle, with_msgid = s._stamp()
+    header = s.header(middle, with_msgid, (priority, "compute.instance.create.end"))
+    assert header.startswith(b"<%d>1 " % (16 * 8 + severity))
+    assert header.endswith(b" compute.instance.create.end - ")
+
+
+def test_msgid_is_cut_to_32_printable_characters():
+    s = sink()
+    middle, with_msgid = s._stamp()
+    header = s.header(middle, with_msgid, ("INFO", "a.very.long.event_type.that.goes.on.and on"))
+    assert header.split(b" ")[-3] == b"a.very.long.event_type.that.goes"
+
+
+def test_local_format_has_no_hostname_and_no_version():
+    s = sink(protocol="local", tag="nova")
+    middle, with_msgid = s._stamp()
+    header = s.header(middle, with_msgid, ("ERROR", "x"))
+    assert not with_msgid
+    assert header.startswith(b"<11>") and b" nova[" in header and socket.gethostname().encode() not in header
+    assert header.endswith(b"]: ")
+
+
+@pytest.mark.parametrize("size", [600, 5000, 100_000])
+def test_truncated_json_stays_json(size):
+    line = json.dumps({"payload": "é" * size, "event_type": "x"}, ensure_ascii=False).encode()
+    cut = truncate_json(line, 480)
+    assert len(cut) <= 480
+    rec = json.loads(cut)
+    assert rec["bridged_truncated"] is True and rec["size"] == len(line) and line.decode().startswith(rec["head"])
