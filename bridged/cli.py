@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from bridged import __version__
 from bridged.config import Config, ConfigError, describe, load_config
+from bridged.config import warnings as config_warnings
 from bridged.log import LOG_FORMATS, LOG_LEVELS, configure, get_logger
 
 EXIT_INTERNAL = 1
@@ -61,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"config error in {args.config}: {exc}", EXIT_CONFIG)
     if args.check:
         print(describe(config))
+        for warning in config_warnings(config):
+            print(f"bridged: warning: {warning}", file=sys.stderr)
         return 0
     from bridged.daemon import Pidfile, PidfileError, daemonize, log_stream_for_daemon, open_log_file
 

@@ -15,11 +15,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import yaml
 
 from bridged.formats import FORMAT_NAMES, TemplateError, compile_template
+from bridged.redact import DEFAULT_REDACT_KEYS
 from bridged.secrets import mask_url
 
 EXCHANGE_TYPES = ("fanout", "direct", "topic")
 SINK_TYPES = ("file", "stdout", "syslog")
-SYSLOG_PROTOCOLS = ("rfc5424", "rfc3164")
+# local: the syslog(3) format rsyslog's imuxsock and journald parse on /dev/log.
+SYSLOG_PROTOCOLS = ("rfc5424", "rfc3164", "local")
+EXCHANGE_DECLARE = ("passive", "create")
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp")
 
 # Walking a YAML alias bomb or a self-referencing alias would never end:
@@ -37,6 +40,27 @@ SYSLOG_FACILITIES = {
     "local0": 16, "local1": 17, "local2": 18, "local3": 19,
     "local4": 20, "local5": 21, "local6": 22, "local7": 23,
 }  # fmt: skip
+
+
+# RFC 5424 section 6.2.1 severities, with the spellings people also write.
+SYSLOG_SEVERITIES = {
+    "emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7,
+    "emergency": 0, "critical": 2, "error": 3, "warn": 4,
+}  # fmt: skip
+# oslo.messaging notification priorities (upper-cased) -> syslog severity.
+DEFAULT_SEVERITY_MAP = {
+    "CRITICAL": 2, "ERROR": 3, "WARN": 4, "WARNING": 4,
+    "AUDIT": 5, "INFO": 6, "SAMPLE": 6, "DEBUG": 7,
+}  # fmt: skip
+
+# OpenStack services' control exchanges (oslo.messaging's control_exchange):
+# they carry RPC next to notifications, so binding '#' there copies RPC traffic.
+OPENSTACK_EXCHANGES = frozenset((
+    "openstack", "nova", "glance", "neutron", "cinder", "keystone", "heat", "ironic", "octavia",
+    "designate", "manila", "barbican", "magnum", "trove", "sahara", "aodh", "ceilometer", "placement",
+    "swift", "zaqar", "mistral", "senlin", "watcher", "masakari", "cyborg", "blazar", "zun", "murano",
+    "tacker", "vitrage", "cloudkitty", "gnocchi", "freezer", "monasca",
+))  # fmt: skip
 
 
 class ConfigError(Exception):
@@ -85,6 +109,8 @@ class SinkConfig:
     protocol: str = "rfc5424"
     max_size: int = 8192
     timeout: float = 5.0
+    severity: int = SYSLOG_SEVERITIES["info"]  # for messages that carry no known priority
+    severity_map: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SEVERITY_MAP))
 
 
 @dataclass(frozen=True)
@@ -93,6 +119,7 @@ class BindingConfig:
     exchange: str
     exchange_type: str
     exchange_durable: bool
+    exchange_declare: str
     routing_keys: tuple[str, ...]
     queue: str
     durable: bool
@@ -105,6 +132,8 @@ class BindingConfig:
     sinks: tuple[str, ...]
     format: str
     max_redeliveries: int | None = None
+    # Key-name words whose values are masked in json/oslo/template lines; None: redaction off.
+    redact: tuple[str, ...] | None = DEFAULT_REDACT_KEYS
 
 
 @dataclass(frozen=True)
@@ -446,15 +475,20 @@ def _sink(name: str, section: _Section) -> SinkConfig:
     elif kind == "stdout":
         sink = SinkConfig(name, kind)
     else:
+        address = section.get("address", _syslog_address, "/dev/log")
+        # A local socket speaks syslog(3)'s format (imuxsock and journald mis-parse RFC 5424 there).
+        default_protocol = "local" if address.startswith("/") else "rfc5424"
         sink = SinkConfig(
             name,
             kind,
-            address=section.get("address", _syslog_address, "/dev/log"),
+            address=address,
             facility=SYSLOG_FACILITIES[section.get("facility", _choice(tuple(SYSLOG_FACILITIES)), "user")],
             tag=section.get("tag", _syslog_tag, "bridged"),
-            protocol=section.get("protocol", _choice(SYSLOG_PROTOCOLS), "rfc5424"),
+            protocol=section.get("protocol", _choice(SYSLOG_PROTOCOLS), default_protocol),
             max_size=section.get("max_size", _integer(480, 1 << 20), 8192),
             timeout=section.get("timeout", _number(0, strict=True), 5.0),
+            severity=SYSLOG_SEVERITIES[section.get("severity", _choice(tuple(SYSLOG_SEVERITIES)), "info")],
+            severity_map={**DEFAULT_SEVERITY_MAP, **section.get("severity_map", _severity_map, {})},
         )
     if kind == "syslog" and not sink.address.startswith("tcp://") and sink.max_size > MAX_DATAGRAM:
         raise ConfigError(
@@ -477,6 +511,16 @@ def _syslog_address(value: Any, where: str) -> str:
     if parts.scheme not in ("udp", "tcp") or not parts.hostname or not port:
         raise ConfigError(where, f"{address!r} is not a socket path, udp://host:port or tcp://host:port")
     return address
+
+
+def _severity_map(value: Any, where: str) -> dict[str, int]:
+    """Notification priority -> severity name; priorities compare upper-cased."""
+    mapping = _mapping(value, where)
+    out = {}
+    for priority, severity in mapping.items():
+        key = _name(priority, where).upper()
+        out[key] = SYSLOG_SEVERITIES[_choice(tuple(SYSLOG_SEVERITIES))(severity, _join(where, priority))]
+    return out
 
 
 def _syslog_tag(value: Any, where: str) -> str:
@@ -541,6 +585,7 @@ def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> B
         exchange=section.get("exchange", _name),
         exchange_type=exchange_type,
         exchange_durable=section.get("exchange_durable", _boolean, True),
+        exchange_declare=section.get("exchange_declare", _choice(EXCHANGE_DECLARE), "passive"),
         routing_keys=keys,
         queue=section.get("queue", _name, f"bridged.{name}"),
         durable=section.get("durable", _boolean, True),
@@ -555,9 +600,40 @@ def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> B
         sinks=tuple(dict.fromkeys(sink_names)),
         format=section.get("format", _format, "raw"),
         max_redeliveries=section.get("max_redeliveries", _integer(0), None),
+        redact=section.get("redact", _redact, DEFAULT_REDACT_KEYS),
     )
     section.done()
     return binding
+
+
+def _redact(value: Any, where: str) -> tuple[str, ...] | None:
+    """true: the default key words; false: off (spelled out); a list: these words instead."""
+    if value is True:
+        return DEFAULT_REDACT_KEYS
+    if value is False:
+        return None
+    if not isinstance(value, list):
+        raise ConfigError(where, f"expected true, false or a list of key words, got {_kind(value)}")
+    words = _string_list(value, where)
+    if not words:
+        raise ConfigError(where, "an empty list would mask nothing: write redact: false to turn redaction off")
+    return tuple(w.lower() for w in words)
+
+
+def warnings(config: Config) -> list[str]:
+    """Valid but risky settings, one line each (printed by --check, logged at start)."""
+    found = []
+    for binding in config.bindings.values():
+        if binding.exchange not in OPENSTACK_EXCHANGES or binding.exchange_type != "topic":
+            continue
+        for i, key in enumerate(binding.routing_keys):
+            if "notifications" not in key.split(".")[0]:
+                found.append(
+                    f"bindings.{binding.name}.routing_keys[{i}]: {key!r} on OpenStack control exchange "
+                    f"{binding.exchange!r} also copies RPC messages; bind notifications.* "
+                    "(and versioned_notifications.* for nova) instead"
+                )
+    return found
 
 
 def describe(config: Config) -> str:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,11 +25,12 @@ from kombu.connection import Connection as KombuConnection
 from bridged.amqpio import FrameWaiter, enable_read_ahead
 from bridged.backoff import Backoff
 from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig, TLSConfig
-from bridged.formats import make_formatter, safe_line
+from bridged.formats import make_formatter, notification_meta, safe_line
 from bridged.log import get_logger
 from bridged.poison import RedeliveryCounter
+from bridged.redact import Redactor
 from bridged.secrets import mask_text, mask_url, url_password
-from bridged.sinks import Sink, SinkError
+from bridged.sinks import LineMeta, Sink, SinkError
 
 # While nothing is pending, wake once a second: heartbeats need a tick about
 # that often (py-amqp has no heartbeat thread), and stop requests are seen.
@@ -44,8 +46,31 @@ def io_timeout(broker: BrokerConfig) -> float:
     return max(2 * broker.heartbeat, 5.0) if broker.heartbeat else IO_TIMEOUT_WITHOUT_HEARTBEAT
 
 
+# While a binding's exchange does not exist yet, check again this often: the
+# binding is in place within about this long of its service declaring it.
+EXCHANGE_POLL = 0.5
+
+
+class _Stopped(Exception):
+    """Asked to stop while waiting for an exchange."""
+
+
+class RefusedWithHint(Exception):
+    """The broker refused a declaration; the message says which config key to change."""
+
+
+@contextmanager
+def _refusal_hint(hint: str) -> Iterator[None]:
+    """Turn a 406 PRECONDITION_FAILED from the declaration inside into one that names the key to change."""
+    try:
+        yield
+    except amqp_errors.PreconditionFailed as exc:
+        raise RefusedWithHint(f"{hint} ({exc.reply_text or exc})") from exc
+
+
 # The broker refused what we asked for: retrying at once will not help.
 REFUSED_ERRORS: tuple[type[BaseException], ...] = (
+    RefusedWithHint,
     ssl.SSLCertVerificationError,  # wrong CA or host name: a config matter, not a blip
     amqp_errors.AccessRefused,
     amqp_errors.NotFound,
@@ -96,7 +121,11 @@ class BindingConsumer:
         # blocking step (drain, connect, sink write, backoff wait) moves it.
         self.due_by = time.monotonic() + self._connect_budget()
         self._on_gave_up = on_gave_up
-        self._format = make_formatter(binding.format, binding.name)
+        redactor = Redactor(binding.redact) if binding.redact is not None else None
+        self._format = make_formatter(binding.format, binding.name, redactor)
+        # Only a syslog sink reads a notification's priority and event_type: others skip the parse.
+        self._wants_meta = any(sink.wants_meta for sink in self.sinks)
+        self._meta: list[LineMeta] = []
         self._log = get_logger(binding=binding.name, queue=binding.queue)
         self._passwords = tuple(url_password(url) for url in broker.urls)
         self._thread = threading.Thread(target=self.run, name=f"binding-{binding.name}", daemon=True)
@@ -171,6 +200,8 @@ class BindingConsumer:
 
     def _describe(self, exc: BaseException) -> str:
         text = str(exc) or type(exc).__name__
+        if isinstance(exc, RefusedWithHint):
+            return mask_text(text, self._passwords)
         return mask_text(f"{type(exc).__name__}: {text}", self._passwords)
 
     def _session(self, url: str, connect_backoff: Backoff) -> None:
@@ -180,13 +211,15 @@ class BindingConsumer:
         try:
             channel = conn.channel()
             channel.auto_decode = False  # bodies stay bytes; formats decode safely
-            self._declare(channel)
+            channel = self._declare(conn, channel)
             channel.basic_qos(0, self.binding.prefetch, False)
             channel.basic_consume(self.binding.queue, callback=self._on_message)
             connect_backoff.reset()
             self.consuming.set()
             self._log.info("consuming", url=mask_url(url), prefetch=self.binding.prefetch)
             self._consume(conn, channel)
+            clean = True
+        except _Stopped:
             clean = True
         finally:
             self._reset_batch()  # unwritten deliveries are requeued by the broker on close
@@ -205,19 +238,65 @@ class BindingConsumer:
         conn: amqp.Connection = client.transport.establish_connection()
         return conn
 
-    def _declare(self, channel: amqp.Channel) -> None:
-        """Declare exchange, queue and bindings on every connect (a restart may have wiped them)."""
+    def _declare(self, conn: amqp.Connection, channel: amqp.Channel) -> amqp.Channel:
+        """Check or declare the exchange, declare the queue and bind it, on every connect.
+
+        A restart may have wiped the queue or the bindings. Returns the channel
+        to consume on: waiting for a missing exchange costs a channel per check.
+        """
         b = self.binding
-        if b.exchange.startswith("amq."):
-            channel.exchange_declare(b.exchange, b.exchange_type, passive=True)
+        name = f"bindings.{b.name}"
+        if b.exchange_declare == "create" and not b.exchange.startswith("amq."):
+            with _refusal_hint(
+                f"exchange {b.exchange!r} exists with other settings: make {name}.exchange_type and "
+                f"{name}.exchange_durable match it, or set {name}.exchange_declare: passive"
+            ):
+                channel.exchange_declare(b.exchange, b.exchange_type, durable=b.exchange_durable, auto_delete=False)
         else:
-            channel.exchange_declare(b.exchange, b.exchange_type, durable=b.exchange_durable, auto_delete=False)
-        channel.queue_declare(
-            b.queue, durable=b.durable, exclusive=b.exclusive, auto_delete=b.auto_delete,
-            arguments=dict(b.queue_arguments) or None,
-        )  # fmt: skip
+            channel = self._await_exchange(conn, channel)
+        with _refusal_hint(
+            f"queue {b.queue!r} exists with other settings: make {name}.durable, auto_delete, exclusive and "
+            f"queue_arguments match it (rabbitmqctl list_queues name arguments), or delete the queue"
+        ):
+            channel.queue_declare(
+                b.queue, durable=b.durable, exclusive=b.exclusive, auto_delete=b.auto_delete,
+                arguments=dict(b.queue_arguments) or None,
+            )  # fmt: skip
         for key in b.routing_keys:
             channel.queue_bind(b.queue, b.exchange, key)
+        return channel
+
+    def _await_exchange(self, conn: amqp.Connection, channel: amqp.Channel) -> amqp.Channel:
+        """Check the exchange passively; while it does not exist, poll until its service declares it.
+
+        bridged never creates another service's exchange: declaring it first
+        with other arguments (OpenStack's are not durable) would break every
+        later declaration by that service.
+        """
+        b = self.binding
+        logged = False
+        while True:
+            try:
+                channel.exchange_declare(b.exchange, b.exchange_type, passive=True)
+            except amqp_errors.NotFound:
+                if not logged:
+                    self.attempted.set()  # waiting for a service is not a failed start
+                    self._log.warning(
+                        "exchange_missing",
+                        exchange=b.exchange,
+                        hint=f"waiting for its service to declare it (bindings.{b.name}.exchange_declare: passive)",
+                    )
+                    logged = True
+                if self.stop_requested.wait(EXCHANGE_POLL):
+                    raise _Stopped() from None
+                conn.heartbeat_tick()
+                self.due_by = time.monotonic() + self._connect_budget()
+                channel = conn.channel()  # the 404 closed the old one
+                channel.auto_decode = False
+                continue
+            if logged:
+                self._log.info("exchange_found", exchange=b.exchange)
+            return channel
 
     def _on_message(self, message: Any) -> None:
         """py-amqp delivery callback: format and queue the line; no I/O here."""
@@ -233,6 +312,8 @@ class BindingConsumer:
         if not lines:
             self._flush_at = time.monotonic() + self.binding.batch_delay
         lines.append(line)
+        if self._wants_meta:
+            self._meta.append(notification_meta(message))
         self._last_tag = info["delivery_tag"]
 
     def _set_aside(self, message: Any) -> bool:
@@ -305,17 +386,22 @@ class BindingConsumer:
         A sink that already took part of the held batch is not given it again.
         """
         lines = self._lines
+        meta = self._meta if self._wants_meta else None
         written = self._written
         for index, sink in enumerate(self.sinks):
             done = written[index]
             if done < len(lines):
-                sink.write(lines[done:] if done else lines)
+                if done:
+                    sink.write(lines[done:], meta[done:] if meta is not None else None)
+                else:
+                    sink.write(lines, meta)
                 written[index] = len(lines)
         channel.basic_ack(self._last_tag, multiple=True)
         self._reset_batch()
 
     def _reset_batch(self) -> None:
         self._lines = []
+        self._meta = []
         self._written = [0] * len(self.sinks)
 
     def _close(self, conn: amqp.Connection, clean: bool) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from types import FrameType
 
 from bridged.config import BindingConfig, Config, ConfigError, load_config
+from bridged.config import warnings as config_warnings
 from bridged.consumer import BindingConsumer
 from bridged.log import get_logger
 from bridged.sinks import Sink, build_sink
@@ -55,6 +56,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or a binding gives up); returns the exit code."""
+        for warning in config_warnings(self.config):
+            self._log.warning("config_warning", warning=warning)
         self.sinks = {name: build_sink(cfg) for name, cfg in self.config.sinks.items()}
         for binding in self.config.bindings.values():
             self._start_consumer(binding)

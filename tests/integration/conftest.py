@@ -214,7 +214,13 @@ def start_bridged(tmp_path: Path) -> Iterator[Callable[..., Bridged]]:
 
 
 def base_config(sinks: dict[str, Any], bindings: dict[str, Any], **top: Any) -> dict[str, Any]:
-    """A config with fast reconnects, suitable for tests."""
+    """A config with fast reconnects, suitable for tests.
+
+    The tests own their exchanges, so bindings create them unless a test says
+    otherwise (the product's default, passive, has tests of its own).
+    """
+    for binding in bindings.values():
+        binding.setdefault("exchange_declare", "create")
     config: dict[str, Any] = {
         "broker": {"url": BROKER_URL, "heartbeat": 10},
         "reconnect": {"initial_delay": 0.2, "max_delay": 2.0, "multiplier": 2.0},

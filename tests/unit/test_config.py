@@ -246,3 +246,49 @@ def test_config_path_that_is_not_a_regular_file(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ConfigError, match="not a regular file"):
         load_config(fifo)
+
+
+def test_openstack_safe_defaults():
+    """Exchanges are only checked, redaction is on, a local syslog socket speaks syslog(3)'s format."""
+    config = parse({**BASE, "sinks": {"out": {"type": "syslog"}, "net": {"type": "syslog", "address": "udp://h:514"}}})
+    binding = config.bindings["glance"]
+    assert binding.exchange_declare == "passive"
+    assert "password" in binding.redact and "token" in binding.redact
+    assert config.sinks["out"].protocol == "local" and config.sinks["net"].protocol == "rfc5424"
+    assert config.sinks["out"].severity == 6 and config.sinks["out"].severity_map["ERROR"] == 3
+
+
+def test_exchange_declare_and_redact_choices():
+    assert parse(with_binding(exchange_declare="create")).bindings["glance"].exchange_declare == "create"
+    assert "bindings.glance.exchange_declare: 'maybe' is not one of passive, create" in error(
+        with_binding(exchange_declare="maybe")
+    )
+    assert parse(with_binding(redact=False)).bindings["glance"].redact is None
+    assert parse(with_binding(redact=["API_Key"])).bindings["glance"].redact == ("api_key",)
+    assert "bindings.glance.redact: expected true, false or a list" in error(with_binding(redact="yes"))
+    assert "redact: false" in error(with_binding(redact=[]))
+
+
+def test_severity_settings():
+    sinks = {"out": {"type": "syslog", "severity": "notice", "severity_map": {"audit": "warning"}}}
+    sink = parse({**BASE, "sinks": sinks}).sinks["out"]
+    assert sink.severity == 5 and sink.severity_map["AUDIT"] == 4 and sink.severity_map["ERROR"] == 3
+    bad = {"out": {"type": "syslog", "severity_map": {"INFO": "loud"}}}
+    assert "sinks.out.severity_map.INFO: 'loud' is not one of" in error({**BASE, "sinks": bad})
+
+
+def test_rpc_bindings_on_control_exchanges_are_warned_about():
+    from bridged.config import warnings
+
+    config = parse(
+        {
+            **BASE,
+            "bindings": {
+                "nova": {"exchange": "nova", "sink": "out"},
+                "glance": {"exchange": "glance", "sink": "out", "routing_keys": ["notifications.*"]},
+                "mine": {"exchange": "mine", "sink": "out"},
+            },
+        }
+    )
+    found = warnings(config)
+    assert len(found) == 1 and found[0].startswith("bindings.nova.routing_keys[0]: '#' on OpenStack control exchange")
