@@ -49,6 +49,20 @@ def test_check_accepts_the_shipped_example():
     assert "guest:guest" not in result.stdout and "****" in result.stdout
 
 
+def test_check_passes_the_openstack_config_and_warns_about_rpc_bindings(tmp_path):
+    """etc/openstack.yaml binds no RPC; '#' on nova's exchange is valid but gets one warning line."""
+    shipped = run("--config", str(REPO / "etc" / "openstack.yaml"), "--check")
+    assert shipped.returncode == 0 and "OK (6 bindings" in shipped.stdout and shipped.stderr == ""
+    config = valid(tmp_path)
+    config["bindings"]["glance"]["routing_keys"] = ["notifications.*", "#"]
+    result = run("--config", str(write(tmp_path, config)), "--check")
+    assert result.returncode == 0 and "OK" in result.stdout
+    assert result.stderr.splitlines() == [
+        "bridged: warning: bindings.glance.routing_keys[1]: '#' on OpenStack control exchange 'glance' also "
+        "copies RPC messages; bind notifications.* (and versioned_notifications.* for nova) instead"
+    ]
+
+
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [

@@ -140,6 +140,7 @@ def test_precondition_failed_binding_does_not_stop_the_others(broker, start_brid
     bridged.wait_event("broker_refused", binding="bad")
     refused = next(e for e in bridged.events() if e["event"] == "broker_refused")
     assert "PRECONDITION_FAILED" in refused["reason"] and "x-message-ttl" in refused["reason"]
+    assert "bindings.bad.durable, auto_delete, exclusive and queue_arguments" in refused["reason"]
     assert refused["retry_in"] == config["reconnect"]["max_delay"]
     for i in range(100):
         broker.publish(exchange, "", f"m{i}".encode())

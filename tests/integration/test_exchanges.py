@@ -1,0 +1,78 @@
+"""bridged never creates or alters an exchange it does not own; a refused declaration names the key to change."""
+
+from __future__ import annotations
+
+import time
+
+from bridged.consumer import EXCHANGE_POLL
+from tests.integration.conftest import base_config, rabbitmqctl, wait_lines, wait_until
+
+
+def exchange_durability(name: str) -> str | None:
+    out = rabbitmqctl("list_exchanges", "-q", "--no-table-headers", "name", "durable")
+    for row in out.splitlines():
+        fields = row.split("\t")
+        if fields[0] == name:
+            return fields[1]
+    return None
+
+
+def test_passive_binding_waits_for_the_exchange_and_binds_soon_after_it_appears(broker, start_bridged, uid, tmp_path):
+    """The exchange is checked, never declared: bridged waits (one log line) and binds within a poll of its creation."""
+    exchange, queue = f"test.passive.{uid}", f"bridged.test.{uid}"
+    broker.queues.add(queue)
+    broker.exchanges.add(exchange)
+    out = tmp_path / "out.log"
+    binding = {"exchange": exchange, "exchange_declare": "passive", "queue": queue, "sink": "f",
+               "routing_keys": ["notifications.*"]}  # fmt: skip
+    bridged = start_bridged(base_config({"f": {"type": "file", "path": str(out)}}, {"b": binding}))
+    bridged.wait_event("exchange_missing")
+    time.sleep(6 * EXCHANGE_POLL)  # several polls go by
+    assert exchange_durability(exchange) is None, "bridged declared the exchange"
+    assert bridged.count("exchange_missing") == 1, "the wait is logged once, not every poll"
+    assert bridged.count("broker_refused") == 0 and bridged.count("reconnect_scheduled") == 0
+
+    broker.declare_exchange(exchange, "topic", durable=False)  # as an OpenStack service declares its exchange
+    declared = time.monotonic()
+    bridged.wait_event("consuming")
+    waited = time.monotonic() - declared
+    broker.publish(exchange, "notifications.info", b"first")
+    assert wait_lines(out, 1) == ["first"]
+    assert exchange_durability(exchange) == "false", "the service's exchange was altered"
+    assert bridged.count("exchange_found") == 1
+    print(f"bound {waited:.2f} s after the exchange was declared (poll {EXCHANGE_POLL} s)")
+
+
+def test_create_mode_names_the_keys_when_the_exchange_differs(broker, start_bridged, uid, tmp_path):
+    """exchange_declare: create on an exchange that exists non-durable: one error naming the keys to change."""
+    exchange, queue = f"test.create.{uid}", f"bridged.test.{uid}"
+    broker.queues.add(queue)
+    broker.declare_exchange(exchange, "topic", durable=False)
+    binding = {
+        "exchange": exchange,
+        "exchange_declare": "create",
+        "exchange_durable": True,
+        "queue": queue,
+        "sink": "f",
+    }
+    bridged = start_bridged(base_config({"f": {"type": "file", "path": str(tmp_path / "o.log")}}, {"nova": binding}))
+    bridged.wait_event("broker_refused")
+    reason = next(e for e in bridged.events() if e["event"] == "broker_refused")["reason"]
+    assert reason.startswith(f"exchange '{exchange}' exists with other settings: make bindings.nova.exchange_type")
+    assert "bindings.nova.exchange_durable" in reason and "exchange_declare: passive" in reason
+    assert "inequivalent arg 'durable'" in reason
+    assert exchange_durability(exchange) == "false"
+
+
+def test_amq_exchanges_are_only_checked_even_in_create_mode(broker, start_bridged, uid, tmp_path):
+    """amq.* belong to the broker: a binding on amq.topic consumes without declaring it."""
+    queue = f"bridged.test.{uid}"
+    broker.queues.add(queue)
+    out = tmp_path / "o.log"
+    binding = {"exchange": "amq.topic", "exchange_declare": "create", "queue": queue, "sink": "f",
+               "routing_keys": [f"t.{uid}"]}  # fmt: skip
+    bridged = start_bridged(base_config({"f": {"type": "file", "path": str(out)}}, {"b": binding}))
+    bridged.wait_event("consuming")
+    broker.publish("amq.topic", f"t.{uid}", b"via amq.topic")
+    assert wait_lines(out, 1) == ["via amq.topic"]
+    wait_until(lambda: bridged.count("broker_refused") == 0, 1, "no refusal")
