@@ -107,10 +107,12 @@ def utc_now() -> str:
 
 
 _fast_loads: Callable[[str | bytes], Any] | None
-try:  # orjson parses ~3x faster than json; it is only used to check and unwrap, never to write.
+_fast_dumps: Callable[[Any], bytes] | None
+try:  # orjson parses ~3x faster than json: it checks and unwraps bodies, and re-encodes a redacted one
+    from orjson import dumps as _fast_dumps
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - orjson is a dependency; keep working without it
-    _fast_loads = None
+    _fast_loads = _fast_dumps = None
 
 
 def _reject_constant(name: str) -> Any:
@@ -199,16 +201,33 @@ def _envelope_inner(value: Any) -> Any:
 
 def body_needs_redaction(value: Any, redactor: Redactor) -> bool:
     """Whether a parsed body (or the message inside its oslo envelope) holds a live secret."""
-    return redactor.needs(value) or redactor.needs(_envelope_inner(value))
+    inner = _envelope_inner(value)
+    return redactor.needs(value) if inner is None else (redactor.needs(inner) or redactor.needs(value))
 
 
-def redact_body(value: Any, redactor: Redactor) -> Any:
+def redact_body(value: Any, redactor: Redactor, encode: Callable[[Any], Any] | None = None) -> Any:
     """*value* with secrets masked, inside an oslo envelope's JSON string too."""
     inner = _envelope_inner(value)
     if inner is not None and redactor.needs(inner):
         value = dict(value)
-        value["oslo.message"] = _ENCODER.encode(_redact_or_mark(inner, redactor))
+        masked = _redact_or_mark(inner, redactor)
+        value["oslo.message"] = _ENCODER.encode(masked) if encode is None else encode(masked).decode()
     return _redact_or_mark(value, redactor)
+
+
+def redacted_text(value: Any, redactor: Redactor) -> bytes | None:
+    """*value* redacted (inside an oslo envelope too) as compact JSON that can be spliced as is, or None.
+
+    The fast way to rewrite a body with a live secret: orjson encodes the
+    masked copy, and the result is used only when it is plain ASCII on one line.
+    """
+    if _fast_dumps is None:
+        return None
+    try:
+        text = _fast_dumps(redact_body(value, redactor, _fast_dumps))
+    except (TypeError, ValueError):
+        return None
+    return text if _splice_safe(text) else None
 
 
 def _redact_or_mark(value: Any, redactor: Redactor) -> Any:
@@ -322,8 +341,11 @@ def make_json(binding: str, redactor: Redactor | None = None) -> LineFormatter:
             except ValueError:
                 text = _quote(body.decode("ascii"))
                 return f'{_prefix(delivery, binding_json, redactor)},"body":{text}}}'.encode("ascii")
-            if redactor is None or not body_needs_redaction(value, redactor):
-                return b"".join((_prefix(delivery, binding_json, redactor).encode("ascii"), b',"body":', body, b"}"))
+            if redactor is not None and body_needs_redaction(value, redactor):
+                body = redacted_text(value, redactor)  # type: ignore[assignment]
+                if body is None:
+                    return dump(record(delivery, binding, redactor))
+            return b"".join((_prefix(delivery, binding_json, redactor).encode("ascii"), b',"body":', body, b"}"))
         return dump(record(delivery, binding, redactor))
 
     return format_json
@@ -374,7 +396,10 @@ def _splice_oslo(delivery: Delivery, body: bytes, binding_json: str, redactor: R
     if not isinstance(inner, dict) or not inner or not _RECORD_KEYS.isdisjoint(inner) or "oslo.version" in inner:
         return None
     if redactor is not None and redactor.needs(inner):
-        return None
+        rewritten = redacted_text(inner, redactor)
+        if rewritten is None:
+            return None
+        inner_text = rewritten.decode("ascii")
     inner_text = inner_text.strip()
     prefix = _prefix(delivery, binding_json, redactor)
     return f'{prefix},"oslo.version":{_quote(version)},{inner_text[1:]}'.encode("ascii")

@@ -24,6 +24,8 @@ DEFAULT_REDACT_KEYS: tuple[str, ...] = (
     "sslkey", "fernetkey", "catalog", "authorization", "cookie",
 )  # fmt: skip
 
+# Key names repeat from message to message; past this many, new ones are not remembered.
+MAX_CACHED_KEYS = 10_000
 # Deeper than any real notification; a hostile body nested further is refused
 # as a whole (the caller writes a marked, redacted placeholder instead).
 MAX_DEPTH = 200
@@ -35,15 +37,17 @@ class Redactor:
     def __init__(self, words: Iterable[str]) -> None:
         self.words = tuple(dict.fromkeys(w.lower() for w in words))
         self._secret_cache: dict[str, bool] = {}
+        self._plain: set[str] = set()  # keys seen and found not secret
 
     def is_secret(self, key: str) -> bool:
-        cache = self._secret_cache
-        found = cache.get(key)
+        found = self._secret_cache.get(key)
         if found is None:
             lowered = key.lower()
             found = any(word in lowered for word in self.words)
-            if len(cache) < 10_000:  # key names repeat; a hostile body must not grow this forever
-                cache[key] = found
+            if len(self._secret_cache) < MAX_CACHED_KEYS:  # a hostile body must not grow these forever
+                self._secret_cache[key] = found
+                if not found:
+                    self._plain.add(key)
         return found
 
     def needs(self, value: Any, depth: int = 0) -> bool:
@@ -51,22 +55,29 @@ class Redactor:
 
         A value already masked by the publisher (modern oslo.messaging sends
         ``"_context_auth_token": "***"``), null, empty or a boolean is left alone,
-        so such messages keep the fast path that copies their text as is.
+        so such messages keep the fast path that copies their text as is. Keys
+        already known to be plain are skipped with one set difference.
         """
-        if depth > MAX_DEPTH:
-            return True
         kind = type(value)
         if kind is dict:
-            is_secret = self.is_secret
-            for key, item in value.items():
-                if type(key) is str and is_secret(key):
-                    if not _harmless(item):
+            if not self._plain.issuperset(value):  # a C loop, no set built: the usual case for payloads
+                cache = self._secret_cache
+                for key in value.keys() - self._plain:
+                    secret = cache.get(key)
+                    if secret is None:
+                        secret = type(key) is str and self.is_secret(key)
+                    if secret and not _harmless(value[key]):
                         return True
-                elif type(item) in _CONTAINERS and self.needs(item, depth + 1):
-                    return True
+            items: Any = value.values()
+        elif kind is list:
+            items = value
+        else:
             return False
-        if kind is list:
-            return any(type(item) in _CONTAINERS and self.needs(item, depth + 1) for item in value)
+        if depth >= MAX_DEPTH:
+            return True
+        for item in items:
+            if type(item) in _CONTAINERS and self.needs(item, depth + 1):
+                return True
         return False
 
     def redact(self, value: Any, depth: int = 0) -> Any:
@@ -76,7 +87,7 @@ class Redactor:
         if isinstance(value, dict):
             return {
                 k: (
-                    (value[k] if _harmless(v) else REDACTED)
+                    (v if _harmless(v) else REDACTED)
                     if isinstance(k, str) and self.is_secret(k)
                     else self.redact(v, depth + 1)
                 )
@@ -87,7 +98,7 @@ class Redactor:
         return value
 
 
-_CONTAINERS = (dict, list)
+_CONTAINERS = frozenset((dict, list))
 
 
 def _harmless(value: Any) -> bool:
