@@ -81,21 +81,28 @@ class Redactor:
         return False
 
     def redact(self, value: Any, depth: int = 0) -> Any:
-        """A copy of *value* with every secret key's live value replaced by REDACTED."""
+        """*value* with every secret key's live value replaced by REDACTED.
+
+        Only the dicts and lists on the way to a secret are copied; the rest
+        is shared with *value* (a payload without secrets is not rebuilt).
+        """
         if depth > MAX_DEPTH:
             raise ValueError("nested too deeply to redact")
-        if isinstance(value, dict):
-            return {
-                k: (
-                    (v if _harmless(v) else REDACTED)
-                    if isinstance(k, str) and self.is_secret(k)
-                    else self.redact(v, depth + 1)
-                )
-                for k, v in value.items()
-            }
-        if isinstance(value, list):
-            return [self.redact(v, depth + 1) for v in value]
-        return value
+        kind = type(value)
+        if kind is not dict and kind is not list:
+            return value
+        if not self.needs(value, depth):
+            return value
+        if kind is list:
+            return [self.redact(item, depth + 1) for item in value]
+        copy = dict(value)
+        for key, item in value.items():
+            if type(key) is str and self.is_secret(key):
+                if not _harmless(item):
+                    copy[key] = REDACTED
+            elif type(item) in _CONTAINERS:
+                copy[key] = self.redact(item, depth + 1)
+        return copy
 
 
 _CONTAINERS = frozenset((dict, list))
