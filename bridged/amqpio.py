@@ -72,3 +72,34 @@ class FrameWaiter:
         while not dispatch(read_frame()):
             if not self.wait(0):
                 return
+
+
+def tolerate_undecodable_properties() -> bool:
+    """Let a delivery whose AMQP properties py-amqp cannot decode reach our callback anyway.
+
+    py-amqp decodes the content header (timestamps, header tables, short
+    strings) before any callback runs: a timestamp past year 9999, tables
+    nested thousands deep or invalid UTF-8 raise inside frame handling, the
+    connection drops, and the broker redelivers the same message forever. Here
+    the properties of such a message become empty and ``undecodable`` says why;
+    the body and the delivery (tag, routing key) are read as usual, so the
+    message is written and acked like any other. False if py-amqp's internals differ.
+    """
+    from amqp.serialization import GenericContent
+
+    original = getattr(GenericContent, "_load_properties", None)
+    if original is None or getattr(original, "tolerant", False):
+        return original is not None
+
+    def load_properties(self: Any, class_id: int, buf: Any, offset: int) -> int:
+        try:
+            return original(self, class_id, buf, offset)  # type: ignore[no-any-return]
+        except Exception as exc:  # noqa: BLE001 - any decoding failure; the body still follows
+            self.properties = {}
+            self.undecodable = f"{type(exc).__name__}: {exc}"[:200]
+            return offset
+
+    load_properties.tolerant = True  # type: ignore[attr-defined]
+    GenericContent.undecodable = None
+    GenericContent._load_properties = load_properties
+    return True

@@ -65,11 +65,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in config_warnings(config):
             print(f"bridged: warning: {warning}", file=sys.stderr)
         return 0
-    from bridged.daemon import Pidfile, PidfileError, daemonize, log_stream_for_daemon, open_log_file
+    from bridged.daemon import (
+        Pidfile,
+        PidfileError,
+        check_daemon_log,
+        daemonize,
+        log_stream_for_daemon,
+        open_log_file,
+    )
 
     pidfile = Pidfile(args.pidfile) if args.pidfile else None
     try:
         if args.daemon:
+            problem = check_daemon_log(args.log_file)
+            if problem:
+                return _fail(problem, EXIT_CONFIG)
             return daemonize(pidfile, lambda ready: _serve(config, args, log_stream_for_daemon(args.log_file), ready))
         if pidfile is not None:
             pidfile.acquire()

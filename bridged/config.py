@@ -16,7 +16,7 @@ import yaml
 
 from bridged.formats import FORMAT_NAMES, TemplateError, compile_template
 from bridged.redact import DEFAULT_REDACT_KEYS
-from bridged.secrets import mask_url
+from bridged.secrets import mask_broker_url, mask_url
 
 EXCHANGE_TYPES = ("fanout", "direct", "topic")
 SINK_TYPES = ("file", "stdout", "syslog")
@@ -29,6 +29,11 @@ BROKER_SCHEMES = ("amqp", "amqps", "pyamqp")
 # no real config comes near these numbers.
 MAX_CONFIG_NODES = 100_000
 MAX_CONFIG_DEPTH = 64
+
+# An error message quotes what it found; a 10,000-character value is cut.
+MAX_MESSAGE = 1000
+# Larger than any duration or size a setting takes; bigger numbers would overflow a float.
+MAX_NUMBER = 1e12
 
 # The largest UDP payload over IPv4; unix datagram sockets refuse less than that.
 MAX_DATAGRAM = 65507
@@ -63,11 +68,15 @@ OPENSTACK_EXCHANGES = frozenset((
 ))  # fmt: skip
 
 
+TOP_LEVEL_KEYS = ("broker", "reconnect", "sinks", "bindings")
+
+
 class ConfigError(Exception):
     """A config mistake, with the key path where it was found."""
 
     def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
+        text = " ".join((f"{path}: {message}" if path else message).split())  # one line, whatever the parser said
+        super().__init__(text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "...")
         self.path = path
 
 
@@ -170,10 +179,20 @@ def parse_config(text: str, path: str, environ: Mapping[str, str]) -> Config:
         raise ConfigError("", f"invalid YAML{where}: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise ConfigError("", f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError("", "invalid YAML: nested too deeply") from None
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError) as exc:
+        # A tag the value does not fit (!!int x, !!bool topic, !!binary ...), or an integer
+        # too long to convert: PyYAML's constructors raise these instead of a YAMLError.
+        raise ConfigError("", f"invalid YAML: a value does not fit its type ({_short(str(exc))})") from None
     if raw is None:
         raise ConfigError("", "the file is empty")
     raw = _expand(raw, "", environ, [0], 0)
     top = _Section(raw, "")
+    # An unknown top-level key (`sink:` for `sinks:`) is named before a missing one is.
+    top.known.extend(TOP_LEVEL_KEYS)
+    top.done(extension_prefix="x-")
+    top.known.clear()
     config = Config(
         path=path,
         broker=_broker(top.section("broker", required=False)),
@@ -187,7 +206,15 @@ def parse_config(text: str, path: str, environ: Mapping[str, str]) -> Config:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of keeping the last."""
+    """SafeLoader that refuses duplicate keys instead of keeping the last, and reads dates as text.
+
+    No setting is a date: `exchange: 2024-02-30` is a name, not an impossible day.
+    """
+
+    yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML reads this class attribute
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -218,12 +245,29 @@ def _expand(value: Any, path: str, environ: Mapping[str, str], count: list[int],
         shown = path if len(path) <= 40 else path[:40] + "..."
         raise ConfigError(shown, "the config is too large or too deeply nested (a YAML alias loop?)")
     if isinstance(value, str):
-        return _VAR.sub(lambda m: _lookup(m, path, environ), value) if "$" in value else value
+        if "$" not in value:
+            return value
+        return _Expanded(_VAR.sub(lambda m: _lookup(m, path, environ), value))
     if isinstance(value, dict):
         return {k: _expand(v, _join(path, k), environ, count, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         return [_expand(v, f"{path}[{i}]", environ, count, depth + 1) for i, v in enumerate(value)]
     return value
+
+
+class _Expanded(str):
+    """A string that came from ${VAR} expansion: where a number or a boolean is expected, it is read as one."""
+
+
+def _scalar_from_env(value: Any) -> Any:
+    """`heartbeat: ${HB:-30}` gives 30, `verify: ${V}` with V=false gives False, as YAML would read them."""
+    if not isinstance(value, _Expanded):
+        return value
+    try:
+        parsed = yaml.load(value, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+    except (yaml.YAMLError, ValueError, RecursionError):
+        return value
+    return parsed if isinstance(parsed, bool | int | float) else value
 
 
 def _lookup(match: re.Match[str], path: str, environ: Mapping[str, str]) -> str:
@@ -292,6 +336,11 @@ class _Section:
                 raise ConfigError(_join(self.path, key), f"unknown key{extra}; known keys: {choices}")
 
 
+def _short(text: str, limit: int = 60) -> str:
+    """*text* cut for an error message (a 5,000-digit number is not worth repeating)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _kind(value: Any) -> str:
     names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
              int: "an integer", float: "a number", type(None): "null"}  # fmt: skip
@@ -312,6 +361,7 @@ def _name(value: Any, where: str) -> str:
 
 
 def _boolean(value: Any, where: str) -> bool:
+    value = _scalar_from_env(value)
     if not isinstance(value, bool):
         raise ConfigError(where, f"expected true or false, got {_kind(value)}")
     return value
@@ -319,10 +369,11 @@ def _boolean(value: Any, where: str) -> bool:
 
 def _number(minimum: float, strict: bool = False) -> Callable[[Any, str], float]:
     def check(value: Any, where: str) -> float:
+        value = _scalar_from_env(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(where, f"expected a number, got {_kind(value)}")
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigError(where, "must be a finite number")
+        if value != value or value in (float("inf"), float("-inf")) or abs(value) > MAX_NUMBER:
+            raise ConfigError(where, f"must be a finite number below {MAX_NUMBER:g}")
         if value < minimum or (strict and value == minimum):
             relation = "greater than" if strict else "at least"
             raise ConfigError(where, f"must be {relation} {minimum:g}, got {value:g}")
@@ -333,12 +384,13 @@ def _number(minimum: float, strict: bool = False) -> Callable[[Any, str], float]
 
 def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any, str], int]:
     def check(value: Any, where: str) -> int:
+        value = _scalar_from_env(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(where, f"expected an integer, got {_kind(value)}")
         if value < minimum:
-            raise ConfigError(where, f"must be at least {minimum}, got {value}")
+            raise ConfigError(where, f"must be at least {minimum}, got {_short(str(value))}")
         if maximum is not None and value > maximum:
-            raise ConfigError(where, f"must be at most {maximum}, got {value}")
+            raise ConfigError(where, f"must be at most {maximum}, got {_short(str(value))}")
         return value
 
     return check
@@ -346,8 +398,8 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any, str], i
 
 def _choice(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
     def check(value: Any, where: str) -> str:
-        if value not in choices:
-            raise ConfigError(where, f"{value!r} is not one of {', '.join(choices)}")
+        if not isinstance(value, str) or value not in choices:
+            raise ConfigError(where, f"{_short(repr(value))} is not one of {', '.join(choices)}")
         return str(value)
 
     return check
@@ -359,25 +411,37 @@ def _string_list(value: Any, where: str) -> tuple[str, ...]:
                  for i, item in enumerate(items))  # fmt: skip
 
 
+_PERCENT_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
 def _broker_url(value: Any, where: str) -> str:
     url = _name(value, where)
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    if userinfo and (any(c in userinfo for c in "/?#@") or _PERCENT_ESCAPE.search(userinfo)):
+        raise ConfigError(
+            where,
+            f"the user or password in {mask_broker_url(url)!r} holds a character that must be percent-encoded "
+            "(@ as %40, / as %2F, # as %23, ? as %3F, % as %25); or put the password in broker.password_file, "
+            "which takes it as it is",
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(where, f"malformed broker URL {mask_url(url)!r}: {exc}") from None
+        raise ConfigError(where, f"malformed broker URL {mask_broker_url(url)!r}: {exc}") from None
     if parts.scheme not in BROKER_SCHEMES:
-        raise ConfigError(where, f"broker URL {mask_url(url)!r} must start with amqp:// or amqps://")
+        raise ConfigError(where, f"broker URL {mask_broker_url(url)!r} must start with amqp:// or amqps://")
     if not parts.hostname:
-        raise ConfigError(where, f"broker URL {mask_url(url)!r} names no host")
+        raise ConfigError(where, f"broker URL {mask_broker_url(url)!r} names no host")
     if port == 0:
-        raise ConfigError(where, f"broker URL {mask_url(url)!r} has port 0")
+        raise ConfigError(where, f"broker URL {mask_broker_url(url)!r} has port 0")
     return url
 
 
 def _broker(section: _Section) -> BrokerConfig:
     urls = section.get("url", _url_list, ("amqp://guest:guest@127.0.0.1:5672//",))
-    password_file = section.get("password_file", _name, None)
+    # ${VAR:-} may leave it empty (etc/openstack.yaml): that means no password file.
+    password_file = section.get("password_file", _string, None) or None
     if password_file is not None:
         password = _read_secret(password_file, _join(section.path, "password_file"))
         urls = tuple(_with_password(url, password) for url in urls)
@@ -405,25 +469,48 @@ def _tls(section: _Section) -> TLSConfig:
     return tls
 
 
+# A password, key or certificate file is small; /dev/zero is not.
+MAX_SECRET_FILE = 1 << 20
+
+
+def _read_small_file(path: str, where: str) -> bytes:
+    """The content of a regular file of at most MAX_SECRET_FILE bytes; never blocks on a FIFO or device."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read {_short(path)}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(where, "the path contains a NUL character") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(where, f"{_short(path)} is not a regular file")
+        if info.st_size > MAX_SECRET_FILE:
+            raise ConfigError(where, f"{_short(path)} is larger than {MAX_SECRET_FILE} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(MAX_SECRET_FILE + 1)[:MAX_SECRET_FILE]
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read {_short(path)}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
 def _readable_file(value: Any, where: str) -> str:
     path = _name(value, where)
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise ConfigError(where, f"cannot read {path}: {exc.strerror}") from None
+    _read_small_file(path, where)
     return path
 
 
 def _read_secret(path: str, where: str) -> str:
+    data = _read_small_file(path, where)
     try:
-        with open(path, encoding="utf-8") as f:
-            secret = f.read().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(where, f"cannot read {path}: {reason}") from None
+        secret = data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(where, f"cannot read {_short(path)}: not UTF-8 text") from None
     if not secret:
-        raise ConfigError(where, f"{path} is empty")
+        raise ConfigError(where, f"{_short(path)} is empty")
+    if "\x00" in secret or "\n" in secret:
+        raise ConfigError(where, f"{_short(path)} must hold the password alone on one line")
     return secret
 
 
@@ -553,7 +640,51 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 def _bindings(section: _Section, sinks: Mapping[str, SinkConfig]) -> dict[str, BindingConfig]:
     if not section.raw:
         raise ConfigError(section.path, "declare at least one binding")
-    return {name: _binding(name, section.section(name), sinks) for name in section.raw}
+    bindings: dict[str, BindingConfig] = {}
+    consumers: dict[str, str] = {}
+    for name in section.raw:
+        binding = bindings[name] = _binding(name, section.section(name), sinks)
+        first = consumers.setdefault(binding.queue, name)
+        if first != name:
+            raise ConfigError(
+                _join(_join(section.path, name), "queue"),
+                f"queue {binding.queue!r} is already consumed by binding {first!r}: two consumers on one queue "
+                "split its messages between them; give each binding its own queue",
+            )
+    return bindings
+
+
+# RabbitMQ's queue arguments and what each must be: a wrong type passes YAML
+# and fails only at the broker (`x-message-ttl: "86400000"` is refused there).
+_INTEGER_ARGUMENTS = {
+    "x-message-ttl": 0, "x-expires": 1, "x-max-length": 0, "x-max-length-bytes": 0, "x-max-priority": 0,
+    "x-delivery-limit": 0, "x-quorum-initial-group-size": 1, "x-stream-max-segment-size-bytes": 1,
+}  # fmt: skip
+_CHOICE_ARGUMENTS = {
+    "x-queue-type": ("classic", "quorum", "stream"),
+    "x-overflow": ("drop-head", "reject-publish", "reject-publish-dlx"),
+    "x-queue-mode": ("default", "lazy"),
+    "x-dead-letter-strategy": ("at-most-once", "at-least-once"),
+}
+_STRING_ARGUMENTS = ("x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-age", "x-queue-master-locator",
+                     "x-queue-leader-locator")  # fmt: skip
+_BOOLEAN_ARGUMENTS = ("x-single-active-consumer",)
+
+
+def _queue_arguments(value: Any, where: str) -> dict[str, Any]:
+    """queue.declare arguments, the ones RabbitMQ knows checked for type; others pass as they are."""
+    arguments = dict(_mapping(value, where))
+    for key, item in arguments.items():
+        at = _join(where, key)
+        if key in _INTEGER_ARGUMENTS:
+            arguments[key] = _integer(_INTEGER_ARGUMENTS[key])(item, at)
+        elif key in _CHOICE_ARGUMENTS:
+            arguments[key] = _choice(_CHOICE_ARGUMENTS[key])(item, at)
+        elif key in _STRING_ARGUMENTS:
+            arguments[key] = _string(item, at)
+        elif key in _BOOLEAN_ARGUMENTS:
+            arguments[key] = _boolean(item, at)
+    return arguments
 
 
 def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> BindingConfig:
@@ -591,7 +722,7 @@ def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> B
         durable=section.get("durable", _boolean, True),
         auto_delete=section.get("auto_delete", _boolean, False),
         exclusive=section.get("exclusive", _boolean, False),
-        queue_arguments=section.get("queue_arguments", _mapping, {}),
+        queue_arguments=section.get("queue_arguments", _queue_arguments, {}),
         prefetch=prefetch,
         # A batch the size of the prefetch window stalls the broker until the ack;
         # bench/tuning.py measured 0.58x the ceiling at batch = prefetch = 100.

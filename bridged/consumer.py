@@ -10,6 +10,7 @@ failure drops what is unwritten, which the broker requeues, and reconnects.
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 import time
@@ -22,7 +23,7 @@ import amqp
 from amqp import exceptions as amqp_errors
 from kombu.connection import Connection as KombuConnection
 
-from bridged.amqpio import FrameWaiter, enable_read_ahead
+from bridged.amqpio import FrameWaiter, enable_read_ahead, tolerate_undecodable_properties
 from bridged.backoff import Backoff
 from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig, TLSConfig
 from bridged.formats import make_formatter, notification_meta, safe_line
@@ -30,7 +31,7 @@ from bridged.log import get_logger
 from bridged.poison import RedeliveryCounter
 from bridged.redact import Redactor
 from bridged.secrets import mask_text, mask_url, url_password
-from bridged.sinks import LineMeta, Sink, SinkError
+from bridged.sinks import LineMeta, Sink, SinkClosed, SinkError
 
 # While nothing is pending, wake once a second: heartbeats need a tick about
 # that often (py-amqp has no heartbeat thread), and stop requests are seen.
@@ -55,6 +56,21 @@ class _Stopped(Exception):
     """Asked to stop while waiting for an exchange."""
 
 
+class _SinkClosed(Exception):
+    """An output that will never take a line again (stdout's reader went away)."""
+
+
+EXIT_GAVE_UP = 3  # a binding reached reconnect.max_attempts
+EXIT_OUTPUT_CLOSED = 4  # stdout was closed by its reader (`bridged ... | head`)
+HOSTNAME = socket.gethostname()
+
+
+def _is_consumer_timeout(exc: BaseException) -> bool:
+    """RabbitMQ's consumer_timeout closes the channel with a 406 that is no config refusal."""
+    text = str(getattr(exc, "reply_text", "") or "")
+    return isinstance(exc, amqp_errors.PreconditionFailed) and "acknowledgement" in text and "timed out" in text
+
+
 class RefusedWithHint(Exception):
     """The broker refused a declaration; the message says which config key to change."""
 
@@ -67,6 +83,8 @@ def _refusal_hint(hint: str) -> Iterator[None]:
     except amqp_errors.PreconditionFailed as exc:
         raise RefusedWithHint(f"{hint} ({exc.reply_text or exc})") from exc
 
+
+tolerate_undecodable_properties()
 
 # The broker refused what we asked for: retrying at once will not help.
 REFUSED_ERRORS: tuple[type[BaseException], ...] = (
@@ -108,7 +126,7 @@ class BindingConsumer:
         broker: BrokerConfig,
         reconnect: ReconnectConfig,
         sinks: Sequence[Sink],
-        on_gave_up: Callable[[BindingConsumer], None] | None = None,
+        on_fatal: Callable[[BindingConsumer, int], None] | None = None,
     ) -> None:
         self.binding = binding
         self.broker = broker
@@ -120,7 +138,11 @@ class BindingConsumer:
         # Monotonic time by which this thread must be back in its loop: each
         # blocking step (drain, connect, sink write, backoff wait) moves it.
         self.due_by = time.monotonic() + self._connect_budget()
-        self._on_gave_up = on_gave_up
+        self._on_fatal = on_fatal
+        self.gave_up = False
+        # py-amqp sends a heartbeat only when ticked: tick several times per interval, so a
+        # short heartbeat survives a loaded machine (at most once a second: idle cost).
+        self._tick = min(IDLE_WAKEUP, broker.heartbeat / 4) if broker.heartbeat else IDLE_WAKEUP
         redactor = Redactor(binding.redact) if binding.redact is not None else None
         self._format = make_formatter(binding.format, binding.name, redactor)
         # Only a syslog sink reads a notification's priority and event_type: others skip the parse.
@@ -152,7 +174,9 @@ class BindingConsumer:
         return self._thread.is_alive()
 
     def is_wedged(self, now: float, grace: float) -> bool:
-        """True when the thread died, or overran its current step by more than *grace* seconds."""
+        """True when the thread died (not by giving up), or overran its current step by more than *grace* seconds."""
+        if self.gave_up:
+            return False
         return not self._thread.is_alive() or now > self.due_by + grace
 
     def _connect_budget(self) -> float:
@@ -172,12 +196,23 @@ class BindingConsumer:
             try:
                 self._session(url, connect_backoff)
                 continue
+            except _SinkClosed:
+                self.gave_up = True
+                if self._on_fatal is not None:
+                    self._on_fatal(self, EXIT_OUTPUT_CLOSED)
+                return
             except REFUSED_ERRORS as exc:
-                # A config mismatch with the broker: say so loudly, retry slowly.
-                connect_backoff.next_delay()
-                delay = self.reconnect.max_delay
-                self._log.error("broker_refused", url=mask_url(url), reason=self._describe(exc),
-                                attempt=connect_backoff.attempts, retry_in=round(delay, 2))  # fmt: skip
+                if _is_consumer_timeout(exc):
+                    # A batch held unacked past the broker's consumer_timeout: not a config matter.
+                    delay = connect_backoff.next_delay()
+                    self._log.warning("reconnect_scheduled", url=mask_url(url), reason=self._describe(exc),
+                                      attempt=connect_backoff.attempts, retry_in=round(delay, 2))  # fmt: skip
+                else:
+                    # A config mismatch with the broker: say so loudly, retry slowly.
+                    connect_backoff.next_delay()
+                    delay = self.reconnect.max_delay
+                    self._log.error("broker_refused", url=mask_url(url), reason=self._describe(exc),
+                                    attempt=connect_backoff.attempts, retry_in=round(delay, 2))  # fmt: skip
             except CONNECTION_ERRORS as exc:
                 delay = connect_backoff.next_delay()
                 self._log.warning("reconnect_scheduled", url=mask_url(url), reason=self._describe(exc),
@@ -191,8 +226,9 @@ class BindingConsumer:
             failures = connect_backoff.attempts  # failures in a row: reset once consuming
             if self.reconnect.max_attempts is not None and failures >= self.reconnect.max_attempts:
                 self._log.error("gave_up", attempts=failures)
-                if self._on_gave_up is not None:
-                    self._on_gave_up(self)
+                self.gave_up = True
+                if self._on_fatal is not None:
+                    self._on_fatal(self, EXIT_GAVE_UP)
                 return
             self.due_by = time.monotonic() + delay
             self.stop_requested.wait(delay)
@@ -227,11 +263,13 @@ class BindingConsumer:
 
     def _connect(self, url: str) -> amqp.Connection:
         timeout = io_timeout(self.broker)
+        # Named in the broker (rabbitmqctl list_connections name, the management UI).
+        properties = {"connection_name": f"bridged {self.binding.name}@{HOSTNAME}"}
         client = KombuConnection(  # type: ignore[no-untyped-call]
             url,
             heartbeat=self.broker.heartbeat,
             connect_timeout=self.broker.connect_timeout,
-            transport_options={"read_timeout": timeout, "write_timeout": timeout},
+            transport_options={"read_timeout": timeout, "write_timeout": timeout, "client_properties": properties},
             ssl=tls_options(self.broker.tls, url) if url.startswith("amqps://") else False,
         )
         # One attempt, no hidden kombu retry loop: our own backoff decides.
@@ -258,12 +296,18 @@ class BindingConsumer:
             f"queue {b.queue!r} exists with other settings: make {name}.durable, auto_delete, exclusive and "
             f"queue_arguments match it (rabbitmqctl list_queues name arguments), or delete the queue"
         ):
-            channel.queue_declare(
+            declared = channel.queue_declare(
                 b.queue, durable=b.durable, exclusive=b.exclusive, auto_delete=b.auto_delete,
                 arguments=dict(b.queue_arguments) or None,
             )  # fmt: skip
+        if declared.consumer_count:
+            # Another instance with this binding, or another program: each gets a share of the messages.
+            self._log.warning("queue_shared", consumers=declared.consumer_count,
+                              hint="another consumer takes part of this queue's messages")  # fmt: skip
         for key in b.routing_keys:
             channel.queue_bind(b.queue, b.exchange, key)
+        self._log.debug("declared", exchange=b.exchange, routing_keys=list(b.routing_keys),
+                        messages=declared.message_count, consumers=declared.consumer_count)  # fmt: skip
         return channel
 
     def _await_exchange(self, conn: amqp.Connection, channel: amqp.Channel) -> amqp.Channel:
@@ -301,12 +345,15 @@ class BindingConsumer:
     def _on_message(self, message: Any) -> None:
         """py-amqp delivery callback: format and queue the line; no I/O here."""
         info = message.delivery_info
+        if message.undecodable is not None:
+            self._log.warning("properties_undecodable", reason=message.undecodable, delivery_tag=info["delivery_tag"])
+            message.properties = {"bridged_error": f"undecodable AMQP properties: {message.undecodable}"}
         if info["redelivered"] and self._max_redeliveries is not None and self._set_aside(message):
             return
         try:
             line = self._format(message)
         except Exception as exc:  # noqa: BLE001 - one odd message must not stop the binding
-            line = safe_line(message, exc)
+            line = safe_line(message, exc, self.binding.format, self.binding.name)
             self._log.warning("format_failed", reason=type(exc).__name__)
         lines = self._lines
         if not lines:
@@ -341,28 +388,32 @@ class BindingConsumer:
         batch_size = self.binding.batch_size
         monotonic = time.monotonic
         now = monotonic()
-        next_heartbeat = now + IDLE_WAKEUP
+        tick = self._tick
+        next_heartbeat = now + tick
         retry_at = 0.0  # while a sink fails: when to try the held batch again
         while not stop.is_set():
             pending = len(self._lines)
             if not pending:
-                timeout = IDLE_WAKEUP
+                timeout = tick
             elif pending >= batch_size:
                 timeout = retry_at - now
             else:
                 timeout = max(self._flush_at, retry_at) - now
             try:
-                read_frames(conn, min(timeout, IDLE_WAKEUP))  # deliveries land in _on_message
+                read_frames(conn, min(timeout, tick))  # deliveries land in _on_message
             except TimeoutError:
                 pass  # a frame stalled midway for SO_RCVTIMEO; its start is kept for the next read
             pending = len(self._lines)
             now = monotonic()
-            self.due_by = now + IDLE_WAKEUP
+            self.due_by = now + tick
             if pending and (pending >= batch_size or now >= self._flush_at) and now >= retry_at:
                 try:
                     self._flush(channel)
                     retry_at = 0.0
                     sink_backoff.reset()
+                except SinkClosed as exc:
+                    self._log.error("output_closed", reason=str(exc), held=len(self._lines))
+                    raise _SinkClosed() from exc
                 except SinkError as exc:
                     # Hold the batch (the broker keeps it unacked, prefetch bounds it)
                     # and retry on the same connection: no redelivery, no duplicates.
@@ -372,7 +423,7 @@ class BindingConsumer:
                                     attempt=sink_backoff.attempts, held=len(self._lines))  # fmt: skip
             if now >= next_heartbeat:
                 conn.heartbeat_tick()
-                next_heartbeat = now + IDLE_WAKEUP
+                next_heartbeat = now + tick
         if self._lines:
             try:
                 self._flush(channel)
@@ -391,12 +442,17 @@ class BindingConsumer:
         for index, sink in enumerate(self.sinks):
             done = written[index]
             if done < len(lines):
-                if done:
-                    sink.write(lines[done:], meta[done:] if meta is not None else None)
-                else:
-                    sink.write(lines, meta)
+                try:
+                    if done:
+                        sink.write(lines[done:], meta[done:] if meta is not None else None)
+                    else:
+                        sink.write(lines, meta)
+                except SinkError as exc:
+                    written[index] = done + exc.taken  # lines it did take are not given again
+                    raise
                 written[index] = len(lines)
         channel.basic_ack(self._last_tag, multiple=True)
+        self._log.debug("batch_acked", lines=len(lines), delivery_tag=self._last_tag)
         self._reset_batch()
 
     def _reset_batch(self) -> None:

@@ -118,12 +118,53 @@ def daemonize(pidfile: Pidfile | None, run: Callable[[Callable[[], None]], int])
     return code  # pragma: no cover
 
 
-def open_log_file(path: str) -> TextIO:
-    """bridged's own log file: appended to, line-buffered, open for the life of the process."""
-    return open(path, "a", buffering=1, encoding="utf-8")
+class LogFile:
+    """bridged's own log file: appended to, line-buffered, reopened on SIGHUP (logrotate renames it)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = self._open()
+
+    def _open(self) -> TextIO:
+        return open(self.path, "a", buffering=1, encoding="utf-8")
+
+    def write(self, text: str) -> int:
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def reopen(self) -> None:
+        """Open the path anew; if that fails, keep writing to the old file rather than lose the log."""
+        try:
+            new = self._open()
+        except OSError:
+            return
+        old, self._file = self._file, new
+        old.close()
 
 
-def log_stream_for_daemon(log_file: str | None) -> TextIO | SyslogLogStream:
+def open_log_file(path: str) -> LogFile:
+    return LogFile(path)
+
+
+def check_daemon_log(log_file: str | None) -> str | None:
+    """Why bridged's own log would be lost once detached, or None: checked before the fork."""
+    if log_file:
+        try:
+            open_log_file(log_file)._file.close()
+        except OSError as exc:
+            return f"cannot open --log-file {log_file}: {exc.strerror}"
+        return None
+    if not os.path.exists(SyslogLogStream.ADDRESS):
+        return f"--daemon needs --log-file: there is no {SyslogLogStream.ADDRESS} for bridged's own log"
+    return None
+
+
+def log_stream_for_daemon(log_file: str | None) -> LogFile | SyslogLogStream:
     """Where bridged's own log goes once stderr is /dev/null: a file, else syslog."""
     if log_file:
         return open_log_file(log_file)
@@ -133,7 +174,9 @@ def log_stream_for_daemon(log_file: str | None) -> TextIO | SyslogLogStream:
 class SyslogLogStream:
     """A file-like object sending each log line to /dev/log (best effort: these are our own logs)."""
 
-    def __init__(self, address: str = "/dev/log") -> None:
+    ADDRESS = "/dev/log"
+
+    def __init__(self, address: str = ADDRESS) -> None:
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._address = address
         self._prefix = f"<{3 * 8 + 6}>bridged[{os.getpid()}]: ".encode()  # daemon.info

@@ -180,11 +180,23 @@ def _properties(properties: Mapping[str, Any], redactor: Redactor | None) -> dic
     """AMQP properties as set; py-amqp calls the headers table application_headers."""
     props = dict(properties)
     if "application_headers" in props:
-        headers = props.pop("application_headers")
+        headers = _text_keys(props.pop("application_headers"))
         if redactor is not None and redactor.needs(headers):
             headers = _redact_or_mark(headers, redactor)
         props["headers"] = headers
     return props
+
+
+def _text_keys(value: Any, depth: int = 0) -> Any:
+    """A header table with every key as text: py-amqp passes keys that are not UTF-8 as bytes."""
+    if isinstance(value, dict) and depth < 100:
+        if all(type(key) is str for key in value):
+            return {key: _text_keys(item, depth + 1) for key, item in value.items()}
+        return {body_text(key) if isinstance(key, bytes) else str(key): _text_keys(item, depth + 1)
+                for key, item in value.items()}  # fmt: skip
+    if isinstance(value, list) and depth < 100:
+        return [_text_keys(item, depth + 1) for item in value]
+    return value
 
 
 def _envelope_inner(value: Any) -> Any:
@@ -533,6 +545,7 @@ def compile_template(template: str) -> list[tuple[str, str | None]]:
     for literal, field, spec, conversion in parsed:
         if field is not None and (spec or conversion or field not in TEMPLATE_FIELDS):
             shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
             if field not in TEMPLATE_FIELDS:
                 hint = f" (AMQP properties are amqp_{field})" if field in AMQP_PROPERTIES else ""
                 why = f"unknown field {shown}{hint}; fields: {', '.join(sorted(TEMPLATE_FIELDS))}"
@@ -569,6 +582,11 @@ def make_formatter(fmt: str, binding: str, redactor: Redactor | None = None) -> 
     return make_template(fmt, binding, redactor)
 
 
-def safe_line(delivery: Delivery, error: BaseException) -> bytes:
-    """Last resort when a formatter failed: the raw escaped body, marked."""
-    return b"[bridged: format failed: " + escape_text(type(error).__name__).encode() + b"] " + format_raw(delivery)
+def safe_line(delivery: Delivery, error: BaseException, fmt: str = "raw", binding: str = "") -> bytes:
+    """Last resort when a formatter failed: the raw escaped body, marked (a JSON record for json and oslo)."""
+    reason = escape_text(type(error).__name__)
+    if fmt in ("json", "oslo"):
+        record = {"binding": binding, "received_at": utc_now(), "bridged_error": f"format failed: {reason}",
+                  "body": format_raw(delivery).decode("utf-8", "backslashreplace")}  # fmt: skip
+        return _ascii_line(_ENCODER.encode(record))
+    return b"[bridged: format failed: " + reason.encode() + b"] " + format_raw(delivery)

@@ -28,9 +28,21 @@ class _ToStructlog(logging.Handler):
             self.handleError(record)
 
 
+_stream: LogStream | None = None
+
+
+def reopen() -> None:
+    """SIGHUP: reopen bridged's own log file, if it is one (logrotate renamed it)."""
+    reopen_stream = getattr(_stream, "reopen", None)
+    if reopen_stream is not None:
+        reopen_stream()
+
+
 def configure(log_format: str = "auto", level: str = "info", stream: LogStream | None = None) -> None:
     """Set up structlog for the whole process."""
+    global _stream
     stream = stream or sys.stderr
+    _stream = stream
     if log_format == "auto":
         log_format = "console" if stream.isatty() else "json"
     renderer: Any = (

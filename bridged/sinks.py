@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import threading
 import time
@@ -28,7 +29,19 @@ RENAMED_FILE_GRACE = 2.0
 
 
 class SinkError(Exception):
-    """A sink could not take a batch; nothing of it may be acked."""
+    """A sink could not take a whole batch; nothing of it may be acked.
+
+    *taken* lines (from the start of what it was given) are in: the caller
+    gives it only the rest next time, so no line is written twice.
+    """
+
+    def __init__(self, message: str, taken: int = 0) -> None:
+        super().__init__(message)
+        self.taken = taken
+
+
+class SinkClosed(SinkError):
+    """The sink will never take a line again (stdout's reader went away)."""
 
 
 # Per line, for sinks that want it: the notification's (priority, event_type).
@@ -66,6 +79,43 @@ def _write_all(fd: int, data: bytes) -> int:
     return written
 
 
+class LineWriter:
+    """Writes batches of lines to a descriptor and resumes a cut line at the byte.
+
+    A short write (disk full mid-batch) leaves part of a line in the file.
+    Writing the whole batch again would leave that cut line plus a copy of
+    every line before it; instead the lines fully written count as taken,
+    the cut line counts as taken too, and its missing bytes are written first
+    on the next attempt.
+    """
+
+    def __init__(self) -> None:
+        self.rest = b""  # the unwritten end of a cut line, written before anything else
+
+    def write(self, fd: int, lines: Sequence[bytes]) -> None:
+        """Write the pending rest, then *lines*; raises OSError with ``taken`` lines counted."""
+        if self.rest:
+            try:
+                _write_all(fd, self.rest)
+            except OSError as exc:
+                self.rest = self.rest[exc.written :]  # type: ignore[attr-defined]
+                exc.taken = 0  # type: ignore[attr-defined]
+                raise
+            self.rest = b""
+        data = b"\n".join(lines) + b"\n"
+        try:
+            _write_all(fd, data)
+        except OSError as exc:
+            written: int = exc.written  # type: ignore[attr-defined]
+            taken = data.count(b"\n", 0, written)
+            if written and data[written - 1 : written] != b"\n":
+                end = data.index(b"\n", written) + 1
+                self.rest = data[written:end]
+                taken += 1
+            exc.taken = taken  # type: ignore[attr-defined]
+            raise
+
+
 class FileSink:
     """Appends lines to a file; follows renames and deletions by inode, reopens on HUP."""
 
@@ -78,24 +128,16 @@ class FileSink:
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
         self._reopen_requested = False
-        # A failed write may have left half a line: end it before the next one.
-        self._partial_line = False
+        self._writer = LineWriter()
         self._missing_since: float | None = None
 
     def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
-        data = b"\n".join(lines) + b"\n"
         with self._lock:
             try:
-                fd = self._descriptor()
-                if self._partial_line:
-                    data = b"\n" + data
-                _write_all(fd, data)
-                self._partial_line = False
+                self._writer.write(self._descriptor(), lines)
             except OSError as exc:
-                if getattr(exc, "written", 0):
-                    self._partial_line = True
                 self._close_fd()
-                raise SinkError(f"cannot write {self.path}: {_reason(exc)}") from exc
+                raise SinkError(f"cannot write {self.path}: {_reason(exc)}", getattr(exc, "taken", 0)) from exc
 
     def _descriptor(self) -> int:
         """The open descriptor, reopened when asked or when the path now names another file."""
@@ -150,14 +192,17 @@ class StdoutSink:
     def __init__(self, name: str) -> None:
         self.name = name
         self._lock = threading.Lock()
+        self._writer = LineWriter()
 
     def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
-        data = b"\n".join(lines) + b"\n"
         with self._lock:
             try:
-                _write_all(1, data)
+                self._writer.write(1, lines)
+            except BrokenPipeError as exc:
+                # `bridged ... | head`: the reader is gone for good; what is unacked stays queued.
+                raise SinkClosed("stdout was closed by its reader", getattr(exc, "taken", 0)) from exc
             except OSError as exc:
-                raise SinkError(f"cannot write to stdout: {_reason(exc)}") from exc
+                raise SinkError(f"cannot write to stdout: {_reason(exc)}", getattr(exc, "taken", 0)) from exc
 
     def reopen(self) -> None:
         pass
@@ -177,7 +222,13 @@ def _still_open(sock: socket.socket) -> bool:
 
     Checked before each batch, so a server that closed the connection is seen
     before we write into a dead socket whose first send would still succeed.
+    poll(2) with timeout 0 first: a recv on a socket with a timeout would wait
+    that whole timeout for nothing (CPython polls before it reads).
     """
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    if not poller.poll(0):
+        return True
     try:
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
     except BlockingIOError:

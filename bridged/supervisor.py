@@ -19,6 +19,7 @@ from bridged.config import BindingConfig, Config, ConfigError, load_config
 from bridged.config import warnings as config_warnings
 from bridged.consumer import BindingConsumer
 from bridged.log import get_logger
+from bridged.log import reopen as reopen_log
 from bridged.sinks import Sink, build_sink
 from bridged.systemd import Notifier
 
@@ -31,7 +32,6 @@ STOP_DEADLINE = 10.0
 WEDGED_GRACE_FLOOR = 10.0
 
 EXIT_OK = 0
-EXIT_GAVE_UP = 3  # a binding reached reconnect.max_attempts
 
 
 class Supervisor:
@@ -48,6 +48,7 @@ class Supervisor:
         self._ready_sent = False
         self._last_status = ""
         self._exit_code = EXIT_OK
+        self._health_failing = False
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         interval = self.notifier.watchdog_interval
         self._wedged_grace = max(WEDGED_GRACE_FLOOR, 2 * interval) if interval else WEDGED_GRACE_FLOOR
@@ -132,15 +133,20 @@ class Supervisor:
             self._touch_health_file(self.health_file)
 
     def _touch_health_file(self, path: str) -> None:
+        """Touch *path*; a failure is logged once (and its recovery once), not every second."""
         try:
-            os.utime(path)
-        except FileNotFoundError:
             try:
+                os.utime(path)
+            except FileNotFoundError:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-            except OSError as exc:
-                self._log.warning("health_file_failed", path=path, reason=exc.strerror)
         except OSError as exc:
-            self._log.warning("health_file_failed", path=path, reason=exc.strerror)
+            if not self._health_failing:
+                self._log.warning("health_file_failed", path=path, reason=exc.strerror)
+            self._health_failing = True
+            return
+        if self._health_failing:
+            self._log.info("health_file_recovered", path=path)
+        self._health_failing = False
 
     # -- consumers and reload --------------------------------------------------
 
@@ -150,19 +156,20 @@ class Supervisor:
             self.config.broker,
             self.config.reconnect,
             [self.sinks[name] for name in binding.sinks],
-            on_gave_up=self._consumer_gave_up,
+            on_fatal=self._consumer_failed,
         )
         self.consumers[binding.name] = consumer
         consumer.start()
 
-    def _consumer_gave_up(self, consumer: BindingConsumer) -> None:
-        """Called from a consumer's thread: ask the main loop to stop with a failure code."""
-        self._exit_code = EXIT_GAVE_UP
+    def _consumer_failed(self, consumer: BindingConsumer, exit_code: int) -> None:
+        """Called from a consumer's thread (gave up, or its output closed): stop with *exit_code*."""
+        self._exit_code = exit_code
         self._stopping = True
         self._wake()
 
     def reload(self) -> None:
         """SIGHUP: reopen files; re-read the config and restart only the bindings it changes."""
+        reopen_log()
         for sink in self.sinks.values():
             sink.reopen()
         try:

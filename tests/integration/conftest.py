@@ -138,7 +138,14 @@ def broker() -> Iterator[Broker]:
 class Bridged:
     """A started `python -m bridged` process with its config, stdout and stderr in files."""
 
-    def __init__(self, directory: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.directory = directory
         self.config_path = directory / f"bridged-{uuid.uuid4().hex[:6]}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -147,11 +154,12 @@ class Bridged:
         self._stdout = open(self.stdout_path, "wb")
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridged", "--config", str(self.config_path), "--log-level", "debug"],
+            [sys.executable, "-m", "bridged", "--config", str(self.config_path), "--log-level", "debug", *(args or [])],
             stdin=subprocess.DEVNULL,
             stdout=self._stdout,
             stderr=self._stderr,
             env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
         )
 
     def events(self) -> list[dict[str, Any]]:
@@ -203,8 +211,8 @@ class Bridged:
 def start_bridged(tmp_path: Path) -> Iterator[Callable[..., Bridged]]:
     started: list[Bridged] = []
 
-    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> Bridged:
-        bridged = Bridged(tmp_path, config, env)
+    def start(config: dict[str, Any], env: dict[str, str] | None = None, **options: Any) -> Bridged:
+        bridged = Bridged(tmp_path, config, env, **options)
         started.append(bridged)
         return bridged
 

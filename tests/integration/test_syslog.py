@@ -23,6 +23,7 @@ class OctetCountingServer:
         self.listener.settimeout(0.2)
         self.port = self.listener.getsockname()[1]
         self.messages: list[bytes] = []
+        self.connections = 0
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -35,6 +36,7 @@ class OctetCountingServer:
                 continue
             except OSError:
                 return
+            self.connections += 1
             conn.settimeout(0.2)
             buffer = b""
             with conn:
