@@ -344,6 +344,8 @@ def _short(text: str, limit: int = 60) -> str:
 def _kind(value: Any) -> str:
     names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
              int: "an integer", float: "a number", type(None): "null"}  # fmt: skip
+    if isinstance(value, str):
+        return "a string"  # also text from ${VAR}
     return names.get(type(value), type(value).__name__)
 
 

@@ -22,6 +22,8 @@ import daemon
 # Files bridged creates (pidfile, logs) are not world-readable.
 DAEMON_UMASK = 0o027
 READY_TOKEN = b"ready\n"
+# Like the logs: the owner writes, its group (e.g. adm) reads, others see nothing.
+PIDFILE_MODE = 0o640
 
 
 class PidfileError(Exception):
@@ -37,7 +39,7 @@ class Pidfile:
 
     def acquire(self) -> None:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PIDFILE_MODE)
         except OSError as exc:
             raise PidfileError(f"cannot open pidfile {self.path}: {exc.strerror}") from None
         try:
@@ -48,6 +50,7 @@ class Pidfile:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise PidfileError(f"already running (pid {holder}, pidfile {self.path})") from None
             raise PidfileError(f"cannot lock pidfile {self.path}: {exc.strerror}") from None
+        os.fchmod(fd, PIDFILE_MODE)  # also a stale pidfile left with another mode
         self.fd = fd
 
     def write_pid(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -58,6 +59,7 @@ def test_daemon_lifecycle(broker, uid, tmp_path):
     pid = int(pidfile.read_text())
     try:
         assert pid != dead.pid and _pid_alive(pid)
+        assert stat.S_IMODE(pidfile.stat().st_mode) == 0o640, "the pidfile is not world-readable"
         assert os.getsid(pid) != os.getsid(0), "the daemon left our session"
         wait_until(lambda: "consuming" in log_file.read_text(), 20, "the daemon to consume")
         broker.publish(f"test.deploy.{uid}", "a", b"from the daemon")
@@ -72,6 +74,18 @@ def test_daemon_lifecycle(broker, uid, tmp_path):
     wait_until(lambda: not _pid_alive(pid), 15, "the daemon to exit")
     assert not pidfile.exists()
     assert '"exit_code": 0' in log_file.read_text()
+
+
+def test_daemon_refuses_to_start_when_its_own_log_would_be_lost(tmp_path):
+    """--daemon with a --log-file it cannot open: one line and exit 2 before detaching, not a silent exit 1."""
+    config_path = tmp_path / "bridged.yaml"
+    config_path.write_text(yaml.safe_dump(base_config({"o": {"type": "stdout"}}, {"a": _binding("x", "a", "o")})))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = _run_daemon(config_path, tmp_path / "bridged.pid", blocker / "bridged.log")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"bridged: cannot open --log-file {blocker}/bridged.log: Not a directory"]
+    assert not (tmp_path / "bridged.pid").exists()
 
 
 def test_foreground_never_forks(start_bridged, tmp_path, uid, broker):

@@ -196,3 +196,35 @@ def test_log_file_is_reopened_on_sighup(broker, start_bridged, uid, tmp_path):
     wait_until(lambda: log.exists() and "reloaded" in log.read_text(), 30, "events in the new log file")
     events = [json.loads(line)["event"] for line in read_lines(log)]
     assert "reloaded" in events
+
+
+def test_consumer_timeout_reconnects_at_once(broker, start_bridged, uid, tmp_path):
+    """A sink down longer than RabbitMQ's consumer_timeout: the 406 it causes is a reconnect, not a refusal."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the sink wants a directory")
+    exchange, _, binding = _binding(broker, uid, sink="f")
+    config = base_config({"f": {"type": "file", "path": str(blocker / "out.log")}}, {"b": binding})
+    # A short timeout, checked every second (the broker's defaults: 30 min, checked every minute).
+    rabbitmqctl("eval", "application:set_env(rabbit, consumer_timeout, 2000).")
+    rabbitmqctl("eval", "application:set_env(rabbit, channel_tick_interval, 1000).")
+    try:
+        bridged = start_bridged(config)
+        bridged.wait_event("consuming")
+        broker.publish(exchange, "", b"held past the consumer timeout")
+        bridged.wait_event("sink_failed")
+        wait_until(
+            lambda: any(
+                "timed out" in e.get("reason", "") for e in bridged.events() if e["event"] == "reconnect_scheduled"
+            ),
+            30,
+            "a reconnect for the consumer timeout",
+        )
+        event = next(e for e in bridged.events() if e["event"] == "reconnect_scheduled" and "timed out" in e["reason"])
+        assert event["retry_in"] <= config["reconnect"]["initial_delay"]
+        assert bridged.count("broker_refused") == 0
+    finally:
+        rabbitmqctl("eval", "application:set_env(rabbit, consumer_timeout, 1800000).")
+        rabbitmqctl("eval", "application:set_env(rabbit, channel_tick_interval, 60000).")
+    blocker.unlink()
+    blocker.mkdir()
+    assert wait_lines(blocker / "out.log", 1) == ["held past the consumer timeout"]

@@ -45,3 +45,23 @@ def test_mask_text_masks_literal_passwords_too():
     assert mask_text("login refused for p@ss", ("p@ss",)) == "login refused for ****"
     assert url_password("amqp://u:p%40ss@h//") == "p@ss"
     assert url_password("amqp://h:bad") == ""
+
+
+def test_daemon_without_log_file_needs_dev_log(monkeypatch, tmp_path):
+    """--daemon with no --log-file and no /dev/log would discard bridged's own log: refused before the fork."""
+    from bridged.daemon import SyslogLogStream, check_daemon_log
+
+    monkeypatch.setattr(SyslogLogStream, "ADDRESS", str(tmp_path / "no-dev-log"))
+    assert (
+        check_daemon_log(None) == f"--daemon needs --log-file: there is no {tmp_path}/no-dev-log for bridged's own log"
+    )
+    assert check_daemon_log(str(tmp_path / "own.log")) is None
+
+
+def test_masking_hides_every_part_of_an_odd_password():
+    from bridged.secrets import mask_broker_url
+
+    for url in ("amqp://u:p@ss/w#rd:x y@host:5672//", "amqp://u:a@b@host//"):
+        masked = mask_url(url)
+        assert masked.startswith("amqp://u:****@") and "ss" not in masked.split("@")[0]
+    assert mask_broker_url("amqp://u:p@ss w0rd@host//") == "amqp://u:****@host//"

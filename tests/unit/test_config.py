@@ -292,3 +292,46 @@ def test_rpc_bindings_on_control_exchanges_are_warned_about():
     )
     found = warnings(config)
     assert len(found) == 1 and found[0].startswith("bindings.nova.routing_keys[0]: '#' on OpenStack control exchange")
+
+
+def test_first_contact_config_mistakes():
+    """The mistakes new operators make get one line naming the key (or the fix)."""
+    assert error({"sink": {"o": {"type": "stdout"}}, "bindings": BASE["bindings"]}).startswith(
+        "sink: unknown key (did you mean 'sinks'?)"
+    )
+    assert "queue_arguments.x-message-ttl: expected an integer, got a string" in error(
+        with_binding(queue_arguments={"x-message-ttl": "86400000"})
+    )
+    assert "queue_arguments.x-queue-type: 'qorum' is not one of classic, quorum, stream" in error(
+        with_binding(queue_arguments={"x-queue-type": "qorum"})
+    )
+    two = {**BASE, "bindings": {"a": {"exchange": "e", "sink": "out", "queue": "q"},
+                                "b": {"exchange": "f", "sink": "out", "queue": "q"}}}  # fmt: skip
+    assert error(two).startswith("bindings.b.queue: queue 'q' is already consumed by binding 'a'")
+    assert "must be a finite number" in error({**BASE, "broker": {"heartbeat": 10**401}})
+    assert "got 100000000000000000000" in error(with_binding(prefetch=10**401))  # cut, not 401 digits
+
+
+def test_environment_values_become_numbers_and_booleans_where_expected():
+    raw = {**BASE, "broker": {"heartbeat": "${HB:-30}", "url": "amqp://u:${PASS}@h//"},
+           "bindings": {"glance": {"exchange": "glance", "sink": "out", "durable": "${D}",
+                                   "queue_arguments": {"x-message-ttl": "${TTL}"}}}}  # fmt: skip
+    config = parse(raw, {"D": "false", "TTL": "60000", "PASS": "123"})
+    assert config.broker.heartbeat == 30 and config.bindings["glance"].durable is False
+    assert config.bindings["glance"].queue_arguments["x-message-ttl"] == 60000
+    assert config.broker.urls == ("amqp://u:123@h//",)  # a string stays a string where one is expected
+    assert "expected true or false, got a string" in error(raw, {"D": "maybe", "TTL": "1", "PASS": "x"})
+
+
+def test_dates_are_text_and_broken_tags_are_one_line():
+    assert parse(with_binding(exchange="2024-02-30")).bindings["glance"].exchange == "2024-02-30"
+    for text in ("!!bool topic", "!!int x", "!!set {a, b}", "!!timestamp 2024-13-45", "!!binary ???"):
+        message = error(yaml.safe_dump(BASE).replace("exchange: glance", f"exchange: {text}"))
+        assert message.startswith(("invalid YAML", "bindings.glance.exchange")), message
+
+
+def test_an_unencoded_password_is_refused_without_showing_it():
+    message = error({**BASE, "broker": {"url": "amqp://guest:s3cr@t/pa#ss@h:5672//"}})
+    assert "must be percent-encoded" in message and "s3cr" not in message and "pa#ss" not in message
+    assert "'amqp://guest:****@h:5672//'" in message
+    assert parse({**BASE, "broker": {"url": "amqp://guest:s3cr%40t@h//"}}).broker.urls
