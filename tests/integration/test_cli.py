@@ -160,4 +160,5 @@ def test_unreachable_broker_is_retried_then_gives_up_with_masked_password(tmp_pa
     assert [e["attempt"] for e in retries] == [1, 2, 3, 4]
     assert all(e["binding"] == "glance" and e["retry_in"] <= 0.2 and "reason" in e for e in retries)
     assert any(e["event"] == "gave_up" for e in events)
+    assert not any(e["event"] == "bindings_wedged" for e in events), "giving up is not being wedged"
     assert "hunter2" not in result.stderr and "admin:****@" in result.stderr

@@ -115,7 +115,8 @@ def test_second_sigterm_exits_at_once(broker, start_bridged, uid, tmp_path):
         broker.queues.add(queue)
         broker.exchanges.add(exchange)
         config = base_config(
-            {"s": {"type": "syslog", "address": f"tcp://127.0.0.1:{port}", "timeout": 60}},
+            # max_size above the message size: 12 MB really goes to the socket, more than its buffers hold
+            {"s": {"type": "syslog", "address": f"tcp://127.0.0.1:{port}", "timeout": 60, "max_size": 65536}},
             {"b": {"exchange": exchange, "exchange_type": "fanout", "queue": queue, "sink": "s"}},
         )
         bridged = start_bridged(config)

@@ -228,3 +228,22 @@ def test_consumer_timeout_reconnects_at_once(broker, start_bridged, uid, tmp_pat
     blocker.unlink()
     blocker.mkdir()
     assert wait_lines(blocker / "out.log", 1) == ["held past the consumer timeout"]
+
+
+def test_unwritable_health_file_is_logged_once_and_debug_shows_the_flow(broker, start_bridged, uid, tmp_path):
+    """--health-file that cannot be touched: one warning, not one a second; --log-level debug shows each batch."""
+    exchange, _, binding = _binding(broker, uid, sink="f")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    config = base_config({"f": {"type": "file", "path": str(tmp_path / "o.log")}}, {"b": binding})
+    bridged = start_bridged(config, args=["--health-file", str(blocker / "health")])  # conftest runs with debug
+    bridged.wait_event("consuming")
+    broker.publish(exchange, "", b"one")
+    wait_lines(tmp_path / "o.log", 1)
+    time.sleep(3)  # the supervisor ticks once a second
+    assert bridged.count("health_file_failed") == 1
+    assert bridged.count("declared") == 1 and bridged.count("batch_acked", lines=1) == 1
+    blocker.unlink()
+    blocker.mkdir()
+    bridged.wait_event("health_file_recovered")
+    wait_until(lambda: (blocker / "health").exists(), 10, "the health file")
