@@ -211,15 +211,15 @@ def _envelope_inner(value: Any) -> Any:
     return None
 
 
-def body_needs_redaction(value: Any, redactor: Redactor) -> bool:
-    """Whether a parsed body (or the message inside its oslo envelope) holds a live secret."""
-    inner = _envelope_inner(value)
+def body_needs_redaction(value: Any, redactor: Redactor, inner: Any) -> bool:
+    """Whether a parsed body or *inner*, the message inside its oslo envelope, holds a live secret."""
     return redactor.needs(value) if inner is None else (redactor.needs(inner) or redactor.needs(value))
 
 
-def redact_body(value: Any, redactor: Redactor, encode: Callable[[Any], Any] | None = None) -> Any:
-    """*value* with secrets masked, inside an oslo envelope's JSON string too."""
-    inner = _envelope_inner(value)
+def redact_body(value: Any, redactor: Redactor, encode: Callable[[Any], Any] | None = None, inner: Any = None) -> Any:
+    """*value* with secrets masked, inside an oslo envelope's JSON string too (*inner*: already parsed)."""
+    if inner is None:
+        inner = _envelope_inner(value)
     if inner is not None and redactor.needs(inner):
         value = dict(value)
         masked = _redact_or_mark(inner, redactor)
@@ -227,7 +227,7 @@ def redact_body(value: Any, redactor: Redactor, encode: Callable[[Any], Any] | N
     return _redact_or_mark(value, redactor)
 
 
-def redacted_text(value: Any, redactor: Redactor) -> bytes | None:
+def redacted_text(value: Any, redactor: Redactor, inner: Any) -> bytes | None:
     """*value* redacted (inside an oslo envelope too) as compact JSON that can be spliced as is, or None.
 
     The fast way to rewrite a body with a live secret: orjson encodes the
@@ -236,7 +236,7 @@ def redacted_text(value: Any, redactor: Redactor) -> bytes | None:
     if _fast_dumps is None:
         return None
     try:
-        text = _fast_dumps(redact_body(value, redactor, _fast_dumps))
+        text = _fast_dumps(redact_body(value, redactor, _fast_dumps, inner))
     except (TypeError, ValueError):
         return None
     return text if _splice_safe(text) else None
@@ -353,8 +353,9 @@ def make_json(binding: str, redactor: Redactor | None = None) -> LineFormatter:
             except ValueError:
                 text = _quote(body.decode("ascii"))
                 return f'{_prefix(delivery, binding_json, redactor)},"body":{text}}}'.encode("ascii")
-            if redactor is not None and body_needs_redaction(value, redactor):
-                body = redacted_text(value, redactor)  # type: ignore[assignment]
+            inner = _envelope_inner(value) if redactor is not None else None
+            if redactor is not None and body_needs_redaction(value, redactor, inner):
+                body = redacted_text(value, redactor, inner)  # type: ignore[assignment]
                 if body is None:
                     return dump(record(delivery, binding, redactor))
             return b"".join((_prefix(delivery, binding_json, redactor).encode("ascii"), b',"body":', body, b"}"))
@@ -408,7 +409,7 @@ def _splice_oslo(delivery: Delivery, body: bytes, binding_json: str, redactor: R
     if not isinstance(inner, dict) or not inner or not _RECORD_KEYS.isdisjoint(inner) or "oslo.version" in inner:
         return None
     if redactor is not None and redactor.needs(inner):
-        rewritten = redacted_text(inner, redactor)
+        rewritten = redacted_text(inner, redactor, None)
         if rewritten is None:
             return None
         inner_text = rewritten.decode("ascii")
@@ -478,8 +479,10 @@ class _Message:
         redactor = self.redactor
         if redactor is not None:
             value, encoding = body_value(body)
-            if encoding is None and isinstance(value, dict | list) and body_needs_redaction(value, redactor):
-                return _text(redact_body(value, redactor))
+            if encoding is None and isinstance(value, dict | list):
+                inner = _envelope_inner(value)
+                if body_needs_redaction(value, redactor, inner):
+                    return _text(redact_body(value, redactor, inner=inner))
         return body_text(body)
 
 
