@@ -32,6 +32,7 @@ from bridged.poison import RedeliveryCounter
 from bridged.redact import Redactor
 from bridged.secrets import mask_text, mask_url, url_password
 from bridged.sinks import LineMeta, Sink, SinkClosed, SinkError
+from bridged.stats import BindingStats, failure_reason
 
 # While nothing is pending, wake once a second: heartbeats need a tick about
 # that often (py-amqp has no heartbeat thread), and stop requests are seen.
@@ -127,6 +128,7 @@ class BindingConsumer:
         reconnect: ReconnectConfig,
         sinks: Sequence[Sink],
         on_fatal: Callable[[BindingConsumer, int], None] | None = None,
+        backlog_interval: float | None = None,
     ) -> None:
         self.binding = binding
         self.broker = broker
@@ -140,6 +142,11 @@ class BindingConsumer:
         self.due_by = time.monotonic() + self._connect_budget()
         self._on_fatal = on_fatal
         self.gave_up = False
+        self.name = binding.name
+        self.queue = binding.queue
+        self.sink_names = tuple(sink.name for sink in self.sinks)
+        self.stats = BindingStats()
+        self._backlog_interval = backlog_interval  # None: never read the queue's depth
         # py-amqp sends a heartbeat only when ticked: tick several times per interval, so a
         # short heartbeat survives a loaded machine (at most once a second: idle cost).
         self._tick = min(IDLE_WAKEUP, broker.heartbeat / 4) if broker.heartbeat else IDLE_WAKEUP
@@ -173,6 +180,13 @@ class BindingConsumer:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
+    def is_consuming(self) -> bool:
+        return self.consuming.is_set()
+
+    def unacked(self) -> int:
+        """Deliveries in hand (read from another thread: a snapshot)."""
+        return len(self._lines)
+
     def is_wedged(self, now: float, grace: float) -> bool:
         """True when the thread died (not by giving up), or overran its current step by more than *grace* seconds."""
         if self.gave_up:
@@ -197,6 +211,7 @@ class BindingConsumer:
                 self._session(url, connect_backoff)
                 continue
             except _SinkClosed:
+                self.stats.reconnects["output_closed"] += 1
                 self.gave_up = True
                 if self._on_fatal is not None:
                     self._on_fatal(self, EXIT_OUTPUT_CLOSED)
@@ -204,20 +219,24 @@ class BindingConsumer:
             except REFUSED_ERRORS as exc:
                 if _is_consumer_timeout(exc):
                     # A batch held unacked past the broker's consumer_timeout: not a config matter.
+                    self.stats.reconnects["consumer_timeout"] += 1
                     delay = connect_backoff.next_delay()
                     self._log.warning("reconnect_scheduled", url=mask_url(url), reason=self._describe(exc),
                                       attempt=connect_backoff.attempts, retry_in=round(delay, 2))  # fmt: skip
                 else:
                     # A config mismatch with the broker: say so loudly, retry slowly.
+                    self.stats.reconnects["refused"] += 1
                     connect_backoff.next_delay()
                     delay = self.reconnect.max_delay
                     self._log.error("broker_refused", url=mask_url(url), reason=self._describe(exc),
                                     attempt=connect_backoff.attempts, retry_in=round(delay, 2))  # fmt: skip
             except CONNECTION_ERRORS as exc:
+                self.stats.reconnects["connection"] += 1
                 delay = connect_backoff.next_delay()
                 self._log.warning("reconnect_scheduled", url=mask_url(url), reason=self._describe(exc),
                                   attempt=connect_backoff.attempts, retry_in=round(delay, 2))  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - a bug must not silently end the binding's thread
+                self.stats.reconnects["error"] += 1
                 delay = connect_backoff.next_delay()
                 self._log.exception("binding_failed", reason=self._describe(exc), retry_in=round(delay, 2))
             finally:
@@ -345,15 +364,19 @@ class BindingConsumer:
     def _on_message(self, message: Any) -> None:
         """py-amqp delivery callback: format and queue the line; no I/O here."""
         info = message.delivery_info
+        self.stats.received += 1
         if message.undecodable is not None:
             self._log.warning("properties_undecodable", reason=message.undecodable, delivery_tag=info["delivery_tag"])
             message.properties = {"bridged_error": f"undecodable AMQP properties: {message.undecodable}"}
-        if info["redelivered"] and self._max_redeliveries is not None and self._set_aside(message):
-            return
+        if info["redelivered"]:
+            self.stats.redelivered += 1
+            if self._max_redeliveries is not None and self._set_aside(message):
+                return
         try:
             line = self._format(message)
         except Exception as exc:  # noqa: BLE001 - one odd message must not stop the binding
             line = safe_line(message, exc, self.binding.format, self.binding.name)
+            self.stats.format_failures += 1
             self._log.warning("format_failed", reason=type(exc).__name__)
         lines = self._lines
         if not lines:
@@ -369,6 +392,7 @@ class BindingConsumer:
         if self._max_redeliveries is None or count <= self._max_redeliveries:
             return False
         message.channel.basic_reject(message.delivery_info["delivery_tag"], requeue=False)
+        self.stats.dead_lettered += 1
         self._redeliveries.forget(message)
         self._log.error(
             "message_dead_lettered",
@@ -391,6 +415,8 @@ class BindingConsumer:
         tick = self._tick
         next_heartbeat = now + tick
         retry_at = 0.0  # while a sink fails: when to try the held batch again
+        backlog_interval = self._backlog_interval
+        next_backlog = now if backlog_interval else float("inf")
         while not stop.is_set():
             pending = len(self._lines)
             if not pending:
@@ -410,6 +436,8 @@ class BindingConsumer:
                 try:
                     self._flush(channel)
                     retry_at = 0.0
+                    if sink_backoff.attempts:
+                        self._log.info("sink_recovered", failures=sink_backoff.attempts)
                     sink_backoff.reset()
                 except SinkClosed as exc:
                     self._log.error("output_closed", reason=str(exc), held=len(self._lines))
@@ -424,12 +452,21 @@ class BindingConsumer:
             if now >= next_heartbeat:
                 conn.heartbeat_tick()
                 next_heartbeat = now + tick
+            if now >= next_backlog:
+                self._read_backlog(channel)
+                next_backlog = now + backlog_interval  # type: ignore[operator]
         if self._lines:
             try:
                 self._flush(channel)
             except SinkError as exc:
                 # Stopping with a sink down: the held batch goes back to the queue on close.
                 self._log.error("sink_failed", reason=str(exc), held=len(self._lines), requeued=True)
+
+    def _read_backlog(self, channel: amqp.Channel) -> None:
+        """The queue's depth and consumers, by a passive declare on this channel (deliveries keep flowing)."""
+        declared = channel.queue_declare(self.binding.queue, passive=True)
+        self.stats.queue_ready = declared.message_count
+        self.stats.queue_consumers = declared.consumer_count
 
     def _flush(self, channel: amqp.Channel) -> None:
         """Write the batch to every sink, then ack it: written first, acked second.
@@ -439,9 +476,11 @@ class BindingConsumer:
         lines = self._lines
         meta = self._meta if self._wants_meta else None
         written = self._written
+        stats = self.stats
         for index, sink in enumerate(self.sinks):
             done = written[index]
             if done < len(lines):
+                started = time.monotonic()
                 try:
                     if done:
                         sink.write(lines[done:], meta[done:] if meta is not None else None)
@@ -449,9 +488,15 @@ class BindingConsumer:
                         sink.write(lines, meta)
                 except SinkError as exc:
                     written[index] = done + exc.taken  # lines it did take are not given again
+                    stats.written[sink.name] += exc.taken
+                    stats.sink_failures[(sink.name, failure_reason(exc))] += 1
                     raise
+                stats.write_latency[sink.name].observe(time.monotonic() - started)
+                stats.written[sink.name] += len(lines) - done
                 written[index] = len(lines)
         channel.basic_ack(self._last_tag, multiple=True)
+        stats.acked += len(lines)
+        stats.last_message_time = time.time()
         self._log.debug("batch_acked", lines=len(lines), delivery_tag=self._last_tag)
         self._reset_batch()
 
