@@ -68,7 +68,7 @@ OPENSTACK_EXCHANGES = frozenset((
 ))  # fmt: skip
 
 
-TOP_LEVEL_KEYS = ("broker", "reconnect", "sinks", "bindings")
+TOP_LEVEL_KEYS = ("broker", "reconnect", "metrics", "sinks", "bindings")
 
 
 class ConfigError(Exception):
@@ -146,12 +146,20 @@ class BindingConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: tuple[str, int] | None = None  # the HTTP endpoint; off unless configured
+    stats_interval: float = 60.0  # the `stats` log line; 0 turns it off
+    backlog_interval: float = 5.0  # how often each binding reads its queue's depth (passive declare)
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     broker: BrokerConfig
     reconnect: ReconnectConfig
     sinks: Mapping[str, SinkConfig]
     bindings: Mapping[str, BindingConfig] = field(default_factory=dict)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -201,8 +209,29 @@ def parse_config(text: str, path: str, environ: Mapping[str, str]) -> Config:
         bindings={},
     )
     bindings = _bindings(top.section("bindings"), config.sinks)
+    metrics = _metrics(top.section("metrics", required=False))
     top.done(extension_prefix="x-")  # x-… keys hold YAML anchors for shared settings
-    return Config(config.path, config.broker, config.reconnect, config.sinks, bindings)
+    return Config(config.path, config.broker, config.reconnect, config.sinks, bindings, metrics)
+
+
+def _metrics(section: _Section) -> MetricsConfig:
+    metrics = MetricsConfig(
+        listen=section.get("listen", _listen_address, None),
+        stats_interval=section.get("stats_interval", _number(0), 60.0),
+        backlog_interval=section.get("backlog_interval", _number(0.1), 5.0),
+    )
+    section.done()
+    return metrics
+
+
+def _listen_address(value: Any, where: str) -> tuple[str, int]:
+    """host:port, [v6]:port, or :port for every address."""
+    text = _name(value, where)
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(where, f"{text!r} is not host:port (e.g. 127.0.0.1:9125, [::1]:9125)")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host, int(port_text)
 
 
 class _StrictLoader(yaml.SafeLoader):

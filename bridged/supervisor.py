@@ -14,13 +14,18 @@ import signal
 import time
 from collections.abc import Iterable
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from bridged.config import BindingConfig, Config, ConfigError, load_config
+from bridged.config import BindingConfig, Config, ConfigError, MetricsConfig, load_config
 from bridged.config import warnings as config_warnings
 from bridged.consumer import BindingConsumer
 from bridged.log import get_logger
 from bridged.log import reopen as reopen_log
 from bridged.sinks import Sink, build_sink
+from bridged.stats import BindingStats
+
+if TYPE_CHECKING:
+    from bridged.metrics import MetricsServer
 from bridged.systemd import Notifier
 
 # SIGTERM to exit: consumers flush and ack what they hold, then close.
@@ -50,6 +55,9 @@ class Supervisor:
         self._exit_code = EXIT_OK
         self._health_failing = False
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._metrics_server: MetricsServer | None = None
+        self._last_stats: dict[str, dict[str, int]] = {}
+        self._next_stats = time.monotonic() + config.metrics.stats_interval
         interval = self.notifier.watchdog_interval
         self._wedged_grace = max(WEDGED_GRACE_FLOOR, 2 * interval) if interval else WEDGED_GRACE_FLOOR
         self._log = get_logger()
@@ -59,6 +67,7 @@ class Supervisor:
         """Run until SIGTERM/SIGINT (or a binding gives up); returns the exit code."""
         for warning in config_warnings(self.config):
             self._log.warning("config_warning", warning=warning)
+        self._start_metrics(self.config.metrics)  # first: a taken address fails the start, not later
         self.sinks = {name: build_sink(cfg) for name, cfg in self.config.sinks.items()}
         for binding in self.config.bindings.values():
             self._start_consumer(binding)
@@ -68,7 +77,51 @@ class Supervisor:
             self._wait_for_wakeup(timeout=tick)
             self._dispatch_signals()
             self._report()
+            self._log_stats()
         return self._shutdown()
+
+    # -- metrics and the stats line --------------------------------------------
+
+    def _start_metrics(self, metrics: MetricsConfig) -> None:
+        if metrics.listen is None:
+            return
+        from bridged.metrics import start_metrics  # prometheus_client only when the endpoint is configured
+
+        host, port = metrics.listen
+        self._metrics_server = start_metrics(host, port, lambda: list(self.consumers.values()), self)
+        self._log.info("metrics_listening", address=f"{host}:{self._metrics_server.port}")
+
+    def _stop_metrics(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
+
+    def wedged(self) -> list[str]:
+        """Bindings whose thread died or overran its step (for /healthz; read from the HTTP thread)."""
+        now = time.monotonic()
+        return [c.binding.name for c in list(self.consumers.values()) if c.is_wedged(now, self._wedged_grace)]
+
+    def not_consuming(self) -> list[str]:
+        """Bindings not consuming right now (for /readyz)."""
+        return [c.binding.name for c in list(self.consumers.values()) if not c.consuming.is_set()]
+
+    def _log_stats(self) -> None:
+        """Every stats_interval: one `stats` line with each binding's counts since the last one."""
+        interval = self.config.metrics.stats_interval
+        now = time.monotonic()
+        if not interval or now < self._next_stats:
+            return
+        self._next_stats = now + interval
+        bindings = {}
+        for name, consumer in list(self.consumers.items()):
+            current = consumer.stats.snapshot()
+            before = self._last_stats.get(name, {})
+            counts: dict[str, int | None] = {key: value - before.get(key, 0) for key, value in current.items()}
+            counts["backlog"] = consumer.stats.queue_ready
+            counts["unacked"] = consumer.unacked()
+            bindings[name] = counts
+            self._last_stats[name] = current
+        self._log.info("stats", interval=interval, bindings=bindings)
 
     # -- signals -------------------------------------------------------------
 
@@ -150,14 +203,19 @@ class Supervisor:
 
     # -- consumers and reload --------------------------------------------------
 
-    def _start_consumer(self, binding: BindingConfig) -> None:
+    def _start_consumer(self, binding: BindingConfig, stats: BindingStats | None = None) -> None:
+        metrics = self.config.metrics
+        watched = metrics.listen is not None or metrics.stats_interval > 0
         consumer = BindingConsumer(
             binding,
             self.config.broker,
             self.config.reconnect,
             [self.sinks[name] for name in binding.sinks],
             on_fatal=self._consumer_failed,
+            backlog_interval=metrics.backlog_interval if watched else None,
         )
+        if stats is not None:
+            consumer.stats = stats  # a restarted binding keeps counting: counters never go back
         self.consumers[binding.name] = consumer
         consumer.start()
 
@@ -188,7 +246,9 @@ class Supervisor:
             or connection_changed
             or changed_sinks.intersection(consumer.binding.sinks)
         ]
-        self._stop_consumers([self.consumers.pop(name) for name in to_stop])
+        stopped = [self.consumers.pop(name) for name in to_stop]
+        self._stop_consumers(stopped)
+        kept_stats = {c.binding.name: c.stats for c in stopped}
         for name in changed_sinks:
             self.sinks.pop(name).close()
         for name, cfg in new.sinks.items():
@@ -197,7 +257,13 @@ class Supervisor:
         self.config = new
         started = [b for name, b in new.bindings.items() if name not in self.consumers]
         for binding in started:
-            self._start_consumer(binding)
+            self._start_consumer(binding, kept_stats.get(binding.name))
+        if new.metrics.listen != old.metrics.listen:
+            self._stop_metrics()
+            try:
+                self._start_metrics(new.metrics)
+            except OSError as exc:
+                self._log.error("metrics_failed", address=new.metrics.listen, reason=exc.strerror)
         self._log.info(
             "reloaded",
             restarted=sorted(set(to_stop) & set(new.bindings)),
@@ -229,6 +295,7 @@ class Supervisor:
             self._log.warning("stop_deadline_passed", bindings=stuck)
         for sink in self.sinks.values():
             sink.close()
+        self._stop_metrics()
         self._log.info("stopped", exit_code=self._exit_code)
         self.notifier.close()
         return self._exit_code
