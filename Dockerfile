@@ -24,10 +24,11 @@ USER 10001:10001
 WORKDIR /var/log/bridged
 VOLUME ["/var/log/bridged"]
 
-# bridged touches the health file once a second while no binding is wedged
-# (the same test as the systemd watchdog); stale for 30 s = unhealthy.
+# Prometheus /metrics, /healthz and /readyz (metrics.listen in etc/docker.yaml).
+EXPOSE 9125
+# Healthy = ready: every binding consumes (503 names those that do not).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, sys, time; sys.exit(time.time() - os.stat('/tmp/bridged.health').st_mtime > 30)"]
+  CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:9125/readyz', timeout=4)"]
 
-ENTRYPOINT ["bridged", "--config", "/etc/bridged/bridged.yaml", "--health-file", "/tmp/bridged.health"]
+ENTRYPOINT ["bridged", "--config", "/etc/bridged/bridged.yaml"]
 CMD ["--log-format", "json"]

@@ -118,7 +118,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] | None = None,
-                timeout: float = 600, stats: dict[str, float] | None = None) -> float:  # fmt: skip
+                timeout: float = 600, stats: dict[str, float] | None = None,
+                top: dict[str, Any] | None = None) -> float:  # fmt: skip
     """Start a real `bridged --config` on a pre-filled queue; seconds from first line to *count* lines.
 
     *stats*, when given, gets ``cpu_us``: bridged's CPU time per message over the same span
@@ -131,6 +132,7 @@ def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] 
             "sinks": {"f": {"type": "file", "path": str(out)}},
             "bindings": {"bench": {"exchange": "amq.direct", "exchange_type": "direct", "routing_keys": [queue],
                                    "queue": queue, "sink": "f", "format": fmt, **(extra or {})}},
+            **(top or {}),
         }  # fmt: skip
         config_path = Path(tmp) / "bridged.yaml"
         config_path.write_text(yaml.safe_dump(config))
