@@ -1,0 +1,101 @@
+"""What every sink is: the protocol, its errors, and how lines reach a descriptor.
+
+A write returns only once the sink took every line, or raises SinkError
+saying how many it took (the stdlib handlers swallow their errors, which
+would make an ack after a lost write possible). Sinks are shared between
+binding threads, so each holds its own lock.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class SinkError(Exception):
+    """A sink could not take a whole batch; nothing of it may be acked.
+
+    *taken* lines (from the start of what it was given) are in: the caller
+    gives it only the rest next time, so no line is written twice.
+    """
+
+    def __init__(self, message: str, taken: int = 0) -> None:
+        super().__init__(message)
+        self.taken = taken
+
+
+class SinkClosed(SinkError):
+    """The sink will never take a line again (stdout's reader went away)."""
+
+
+# Per line, for sinks that want it: the notification's (priority, event_type).
+LineMeta = tuple[str | None, str | None]
+
+
+class Sink(Protocol):
+    name: str
+    wants_meta: bool  # whether write() needs a LineMeta per line (costs a parse per message)
+
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
+        """Deliver every line or raise SinkError."""
+
+    def reopen(self) -> None:
+        """Reopen files on the next write (SIGHUP, logrotate)."""
+
+    def close(self) -> None:
+        """Release descriptors and sockets."""
+
+
+def reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """os.write until all of *data* is out; returns bytes written before an error."""
+    view = memoryview(data)
+    written = 0
+    try:
+        while written < len(data):
+            written += os.write(fd, view[written:])
+    except OSError as exc:
+        exc.written = written  # type: ignore[attr-defined]
+        raise
+    return written
+
+
+class LineWriter:
+    """Writes batches of lines to a descriptor and resumes a cut line at the byte.
+
+    A short write (disk full mid-batch) leaves part of a line in the file.
+    Writing the whole batch again would leave that cut line plus a copy of
+    every line before it; instead the lines fully written count as taken,
+    the cut line counts as taken too, and its missing bytes are written first
+    on the next attempt.
+    """
+
+    def __init__(self) -> None:
+        self.rest = b""  # the unwritten end of a cut line, written before anything else
+
+    def write(self, fd: int, lines: Sequence[bytes]) -> None:
+        """Write the pending rest, then *lines*; raises OSError with ``taken`` lines counted."""
+        if self.rest:
+            try:
+                _write_all(fd, self.rest)
+            except OSError as exc:
+                self.rest = self.rest[exc.written :]  # type: ignore[attr-defined]
+                exc.taken = 0  # type: ignore[attr-defined]
+                raise
+            self.rest = b""
+        data = b"\n".join(lines) + b"\n"
+        try:
+            _write_all(fd, data)
+        except OSError as exc:
+            written: int = exc.written  # type: ignore[attr-defined]
+            taken = data.count(b"\n", 0, written)
+            if written and data[written - 1 : written] != b"\n":
+                end = data.index(b"\n", written) + 1
+                self.rest = data[written:end]
+                taken += 1
+            exc.taken = taken  # type: ignore[attr-defined]
+            raise

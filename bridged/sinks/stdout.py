@@ -1,0 +1,35 @@
+"""The stdout sink: unbuffered writes to descriptor 1; a closed reader ends bridged."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from bridged.sinks.base import LineMeta, LineWriter, SinkClosed, SinkError, reason
+
+
+class StdoutSink:
+    """Writes lines to file descriptor 1, unbuffered: a batch is out when write returns."""
+
+    wants_meta = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._writer = LineWriter()
+
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
+        with self._lock:
+            try:
+                self._writer.write(1, lines)
+            except BrokenPipeError as exc:
+                # `bridged ... | head`: the reader is gone for good; what is unacked stays queued.
+                raise SinkClosed("stdout was closed by its reader", getattr(exc, "taken", 0)) from exc
+            except OSError as exc:
+                raise SinkError(f"cannot write to stdout: {reason(exc)}", getattr(exc, "taken", 0)) from exc
+
+    def reopen(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
