@@ -40,11 +40,11 @@ LIVE_CONTEXT = {
 }
 
 
-def notification(i: int, oslo: bool = False, context: dict[str, Any] | None = None) -> bytes:
+def notification(i: int, oslo: bool = False, context: dict[str, Any] | None = None, event_types: int = 1) -> bytes:
     """A ~600-byte JSON body shaped like an OpenStack notification (plus *context*, when given)."""
     message = {
         "message_id": str(uuid.UUID(int=i)),
-        "event_type": "compute.instance.update",
+        "event_type": "compute.instance.update" if event_types == 1 else f"compute.instance.update.{i % event_types}",
         "publisher_id": "nova-compute:compute-01.example.org",
         "priority": "INFO",
         "timestamp": "2026-11-21 12:00:00.000000",
@@ -62,13 +62,15 @@ def notification(i: int, oslo: bool = False, context: dict[str, Any] | None = No
     return json.dumps(message).encode()
 
 
-def fill_queue(queue: str, count: int, oslo: bool = False, context: dict[str, Any] | None = None) -> None:
+def fill_queue(
+    queue: str, count: int, oslo: bool = False, context: dict[str, Any] | None = None, event_types: int = 1
+) -> None:
     """Declare a durable queue and fill it with *count* persistent messages."""
     conn = connect()
     channel = conn.channel()
     channel.queue_delete(queue)
     channel.queue_declare(queue, durable=True, auto_delete=False)
-    bodies = [notification(i, oslo, context) for i in range(256)]
+    bodies = [notification(i, oslo, context, event_types) for i in range(256)]
     for i in range(count):
         channel.basic_publish(amqp.Message(bodies[i % 256], delivery_mode=2), exchange="", routing_key=queue)
     # Wait until the broker has them all (publishes are asynchronous).
@@ -92,22 +94,25 @@ def delete_queue(queue: str) -> None:
 
 
 class LineCounter:
-    """Counts lines appended to a file, reading only what is new."""
+    """Counts lines appended to the files matching a glob, reading only what is new."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, pattern: str | None = None) -> None:
         self.path = path
+        self.pattern = pattern  # a glob under path's directory, for a path template
         self.count = 0
-        self._offset = 0
+        self._offsets: dict[Path, int] = {}
 
     def update(self) -> int:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return 0
-        self._offset += len(data)
-        self.count += data.count(b"\n")
+        paths = sorted(self.path.parent.glob(self.pattern)) if self.pattern else [self.path]
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(self._offsets.get(path, 0))
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            self._offsets[path] = self._offsets.get(path, 0) + len(data)
+            self.count += data.count(b"\n")
         return self.count
 
 
@@ -119,7 +124,7 @@ def cpu_seconds(pid: int) -> float:
 
 def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] | None = None,
                 timeout: float = 600, stats: dict[str, float] | None = None,
-                top: dict[str, Any] | None = None) -> float:  # fmt: skip
+                top: dict[str, Any] | None = None, path_template: str | None = None) -> float:  # fmt: skip
     """Start a real `bridged --config` on a pre-filled queue; seconds from first line to *count* lines.
 
     *stats*, when given, gets ``cpu_us``: bridged's CPU time per message over the same span
@@ -127,9 +132,10 @@ def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] 
     """
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.log"
+        path = str(Path(tmp) / path_template) if path_template else str(out)
         config = {
             "broker": {"url": URL, "heartbeat": 30},
-            "sinks": {"f": {"type": "file", "path": str(out)}},
+            "sinks": {"f": {"type": "file", "path": path}},
             "bindings": {"bench": {"exchange": "amq.direct", "exchange_type": "direct", "routing_keys": [queue],
                                    "queue": queue, "sink": "f", "format": fmt, **(extra or {})}},
             **(top or {}),
@@ -141,7 +147,7 @@ def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] 
             stdout=subprocess.DEVNULL,
         )
         try:
-            counter = LineCounter(out)
+            counter = LineCounter(out, "*.log" if path_template else None)
             deadline = time.monotonic() + timeout
             while counter.update() == 0:
                 if time.monotonic() > deadline or proc.poll() is not None:

@@ -7,13 +7,14 @@ import os
 import re
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 
+from bridged.filters import field_names, valid_field
 from bridged.formats import FORMAT_NAMES, TemplateError, compile_template
 from bridged.redact import DEFAULT_REDACT_KEYS
 from bridged.secrets import mask_broker_url, mask_url
@@ -120,16 +121,26 @@ class SinkConfig:
     timeout: float = 5.0
     severity: int = SYSLOG_SEVERITIES["info"]  # for messages that carry no known priority
     severity_map: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SEVERITY_MAP))
+    format: str | None = None  # this sink's format; None: each binding's own
+    max_open_files: int = 64  # a file sink whose path has {fields}: files open at once
+
+
+@dataclass(frozen=True)
+class Source:
+    """An exchange a binding's queue is bound to, with its routing keys."""
+
+    exchange: str
+    exchange_type: str
+    routing_keys: tuple[str, ...]
+    where: str  # the key path that declared it, for messages that name the key to change
 
 
 @dataclass(frozen=True)
 class BindingConfig:
     name: str
-    exchange: str
-    exchange_type: str
+    sources: tuple[Source, ...]
     exchange_durable: bool
     exchange_declare: str
-    routing_keys: tuple[str, ...]
     queue: str
     durable: bool
     auto_delete: bool
@@ -140,9 +151,13 @@ class BindingConfig:
     batch_delay: float
     sinks: tuple[str, ...]
     format: str
+    sink_formats: tuple[str, ...]  # per sink, parallel to sinks: the sink's own format, else the binding's
     max_redeliveries: int | None = None
     # Key-name words whose values are masked in json/oslo/template lines; None: redaction off.
     redact: tuple[str, ...] | None = DEFAULT_REDACT_KEYS
+    # filter.keep / filter.drop: field -> glob patterns (see bridged/filters.py)
+    keep: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    drop: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -587,9 +602,23 @@ def _sinks(section: _Section) -> dict[str, SinkConfig]:
 
 
 def _sink(name: str, section: _Section) -> SinkConfig:
+    sink = _sink_of_type(name, section)
+    if "format" in section.raw:
+        sink = replace(sink, format=section.get("format", _format))
+    section.done()
+    return sink
+
+
+def _sink_of_type(name: str, section: _Section) -> SinkConfig:
     kind = section.get("type", _choice(SINK_TYPES))
     if kind == "file":
-        sink = SinkConfig(name, kind, path=section.get("path", _name))
+        path = section.get("path", _file_path)
+        if "{" in path:
+            sink = SinkConfig(
+                name, kind, path=path, max_open_files=section.get("max_open_files", _integer(1, 10_000), 64)
+            )
+        else:
+            sink = SinkConfig(name, kind, path=path)
     elif kind == "stdout":
         sink = SinkConfig(name, kind)
     else:
@@ -613,7 +642,6 @@ def _sink(name: str, section: _Section) -> SinkConfig:
             _join(section.path, "max_size"),
             f"must be at most {MAX_DATAGRAM} for a datagram address (a larger datagram is refused, not truncated)",
         )
-    section.done()
     return sink
 
 
@@ -629,6 +657,19 @@ def _syslog_address(value: Any, where: str) -> str:
     if parts.scheme not in ("udp", "tcp") or not parts.hostname or not port:
         raise ConfigError(where, f"{address!r} is not a socket path, udp://host:port or tcp://host:port")
     return address
+
+
+def _file_path(value: Any, where: str) -> str:
+    """A file path, or a path template with {fields} under a fixed directory."""
+    path = _name(value, where)
+    if "{" in path or "}" in path:
+        from bridged.sinks.paths import PathTemplateError, parse_path_template  # the sinks import config
+
+        try:
+            parse_path_template(path)
+        except PathTemplateError as exc:
+            raise ConfigError(where, str(exc)) from None
+    return path
 
 
 def _severity_map(value: Any, where: str) -> dict[str, int]:
@@ -718,7 +759,8 @@ def _queue_arguments(value: Any, where: str) -> dict[str, Any]:
     return arguments
 
 
-def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> BindingConfig:
+def _source(exchange: str, section: _Section) -> Source:
+    """exchange_type and routing_keys from *section* (a binding, or one entry of its exchanges)."""
     exchange_type = section.get("exchange_type", _choice(EXCHANGE_TYPES), "topic")
     keys_where = _join(section.path, "routing_keys")
     keys = section.get("routing_keys", _string_list, ())
@@ -728,6 +770,29 @@ def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> B
         raise ConfigError(keys_where, "a direct exchange needs at least one routing key")
     elif exchange_type == "fanout":
         keys = ("",)
+    return Source(exchange, exchange_type, keys, section.path)
+
+
+def _sources(section: _Section) -> tuple[Source, ...]:
+    """`exchange:` (with exchange_type, routing_keys) or `exchanges:`, a mapping of several."""
+    if "exchanges" in section.raw:
+        for key in ("exchange", "exchange_type", "routing_keys"):
+            if key in section.raw:
+                raise ConfigError(_join(section.path, key), "give exchange (with its keys) or exchanges, not both")
+        exchanges = section.section("exchanges")
+        if not exchanges.raw:
+            raise ConfigError(exchanges.path, "name at least one exchange")
+        sources = []
+        for exchange in exchanges.raw:
+            entry = exchanges.section(exchange, required=False)
+            sources.append(_source(_name(exchange, entry.path), entry))
+            entry.done()
+        return tuple(sources)
+    return (_source(section.get("exchange", _name), section),)
+
+
+def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> BindingConfig:
+    sources = _sources(section)
     prefetch = section.get("prefetch", _integer(1, 65535), 1000)
     has_sink, has_sinks = "sink" in section.raw, "sinks" in section.raw
     if has_sink and has_sinks:
@@ -742,13 +807,12 @@ def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> B
             hint = difflib.get_close_matches(sink, list(sinks), n=1)
             extra = f" (did you mean '{hint[0]}'?)" if hint else ""
             raise ConfigError(where, f"sink {sink!r} is not declared under sinks{extra}")
+    binding_format = section.get("format", _format, "raw")
     binding = BindingConfig(
         name=name,
-        exchange=section.get("exchange", _name),
-        exchange_type=exchange_type,
+        sources=sources,
         exchange_durable=section.get("exchange_durable", _boolean, True),
         exchange_declare=section.get("exchange_declare", _choice(EXCHANGE_DECLARE), "passive"),
-        routing_keys=keys,
         queue=section.get("queue", _name, f"bridged.{name}"),
         durable=section.get("durable", _boolean, True),
         auto_delete=section.get("auto_delete", _boolean, False),
@@ -760,12 +824,34 @@ def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> B
         batch_size=min(prefetch, section.get("batch_size", _integer(1, 65535), min(256, max(1, prefetch // 4)))),
         batch_delay=section.get("batch_delay", _number(0, strict=True), 0.02),
         sinks=tuple(dict.fromkeys(sink_names)),
-        format=section.get("format", _format, "raw"),
+        sink_formats=tuple(sinks[sink].format or binding_format for sink in dict.fromkeys(sink_names)),
+        format=binding_format,
         max_redeliveries=section.get("max_redeliveries", _integer(0), None),
         redact=section.get("redact", _redact, DEFAULT_REDACT_KEYS),
+        **_filter(section.section("filter", required=False)),
     )
     section.done()
     return binding
+
+
+def _filter(section: _Section) -> dict[str, dict[str, tuple[str, ...]]]:
+    """filter: {keep: {field: [globs]}, drop: {field: [globs]}}."""
+    rules = {"keep": _rules(section.section("keep", required=False)),
+             "drop": _rules(section.section("drop", required=False))}  # fmt: skip
+    section.done()
+    return rules
+
+
+def _rules(section: _Section) -> dict[str, tuple[str, ...]]:
+    rules = {}
+    for name in section.raw:
+        where = _join(section.path, name)
+        if not valid_field(name):
+            hint = difflib.get_close_matches(name, field_names(), n=1)
+            extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(where, f"unknown field{extra}; fields: {', '.join(field_names())}")
+        rules[name] = section.get(name, _string_list)
+    return rules
 
 
 def _redact(value: Any, where: str) -> tuple[str, ...] | None:
@@ -786,15 +872,16 @@ def warnings(config: Config) -> list[str]:
     """Valid but risky settings, one line each (printed by --check, logged at start)."""
     found = []
     for binding in config.bindings.values():
-        if binding.exchange not in OPENSTACK_EXCHANGES or binding.exchange_type != "topic":
-            continue
-        for i, key in enumerate(binding.routing_keys):
-            if "notifications" not in key.split(".")[0]:
-                found.append(
-                    f"bindings.{binding.name}.routing_keys[{i}]: {key!r} on OpenStack control exchange "
-                    f"{binding.exchange!r} also copies RPC messages; bind notifications.* "
-                    "(and versioned_notifications.* for nova) instead"
-                )
+        for source in binding.sources:
+            if source.exchange not in OPENSTACK_EXCHANGES or source.exchange_type != "topic":
+                continue
+            for i, key in enumerate(source.routing_keys):
+                if "notifications" not in key.split(".")[0]:
+                    found.append(
+                        f"{source.where}.routing_keys[{i}]: {key!r} on OpenStack control exchange "
+                        f"{source.exchange!r} also copies RPC messages; bind notifications.* "
+                        "(and versioned_notifications.* for nova) instead"
+                    )
     return found
 
 

@@ -25,7 +25,8 @@ from kombu.connection import Connection as KombuConnection
 
 from bridged.amqpio import FrameWaiter, enable_read_ahead, tolerate_undecodable_properties
 from bridged.backoff import Backoff
-from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig, TLSConfig
+from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig, Source, TLSConfig
+from bridged.filters import compile_filter
 from bridged.formats import make_formatter, notification_meta, safe_line
 from bridged.log import get_logger
 from bridged.poison import RedeliveryCounter
@@ -141,7 +142,7 @@ class BindingConsumer:
         # blocking step (drain, connect, sink write, backoff wait) moves it.
         self.due_by = time.monotonic() + self._connect_budget()
         self._on_fatal = on_fatal
-        self.gave_up = False
+        self.ended = False  # stopped on purpose (gave up, output closed): not wedged
         self.name = binding.name
         self.queue = binding.queue
         self.sink_names = tuple(sink.name for sink in self.sinks)
@@ -151,7 +152,15 @@ class BindingConsumer:
         # short heartbeat survives a loaded machine (at most once a second: idle cost).
         self._tick = min(IDLE_WAKEUP, broker.heartbeat / 4) if broker.heartbeat else IDLE_WAKEUP
         redactor = Redactor(binding.redact) if binding.redact is not None else None
-        self._format = make_formatter(binding.format, binding.name, redactor)
+        # One formatter per distinct format among the sinks (a sink may have its own): the
+        # first fills _lines, any other its own list, kept parallel to _lines.
+        formats = list(dict.fromkeys(binding.sink_formats))
+        self._format = make_formatter(formats[0], binding.name, redactor)
+        self._extra_formats = [(f, make_formatter(f, binding.name, redactor)) for f in formats[1:]]
+        self._extra_lines: list[list[bytes]] = [[] for _ in self._extra_formats]
+        self._sink_lines = [formats.index(f) for f in binding.sink_formats]  # per sink: which list it writes
+        self._wanted = compile_filter(binding.keep, binding.drop)
+        self._dropped = 0  # filtered out in the batch in hand: acked with it, never written
         # Only a syslog sink reads a notification's priority and event_type: others skip the parse.
         self._wants_meta = any(sink.wants_meta for sink in self.sinks)
         self._meta: list[LineMeta] = []
@@ -164,6 +173,7 @@ class BindingConsumer:
         self._max_redeliveries = binding.max_redeliveries
         self._redeliveries = RedeliveryCounter()
         self._flush_at = 0.0
+        self._missing: list[Source] = []  # passive exchanges not declared yet by their service
 
     # -- lifecycle, called from the supervisor's thread ---------------------
 
@@ -188,8 +198,8 @@ class BindingConsumer:
         return len(self._lines)
 
     def is_wedged(self, now: float, grace: float) -> bool:
-        """True when the thread died (not by giving up), or overran its current step by more than *grace* seconds."""
-        if self.gave_up:
+        """True when the thread died (not on purpose), or overran its current step by more than *grace* seconds."""
+        if self.ended:
             return False
         return not self._thread.is_alive() or now > self.due_by + grace
 
@@ -211,10 +221,7 @@ class BindingConsumer:
                 self._session(url, connect_backoff)
                 continue
             except _SinkClosed:
-                self.stats.reconnects["output_closed"] += 1
-                self.gave_up = True
-                if self._on_fatal is not None:
-                    self._on_fatal(self, EXIT_OUTPUT_CLOSED)
+                self._end(EXIT_OUTPUT_CLOSED)
                 return
             except REFUSED_ERRORS as exc:
                 if _is_consumer_timeout(exc):
@@ -245,13 +252,17 @@ class BindingConsumer:
             failures = connect_backoff.attempts  # failures in a row: reset once consuming
             if self.reconnect.max_attempts is not None and failures >= self.reconnect.max_attempts:
                 self._log.error("gave_up", attempts=failures)
-                self.gave_up = True
-                if self._on_fatal is not None:
-                    self._on_fatal(self, EXIT_GAVE_UP)
+                self._end(EXIT_GAVE_UP)
                 return
             self.due_by = time.monotonic() + delay
             self.stop_requested.wait(delay)
         self._log.info("stopped")
+
+    def _end(self, exit_code: int) -> None:
+        """This binding stops for good and asks the supervisor to stop bridged with *exit_code*."""
+        self.ended = True
+        if self._on_fatal is not None:
+            self._on_fatal(self, exit_code)
 
     def _describe(self, exc: BaseException) -> str:
         text = str(exc) or type(exc).__name__
@@ -296,24 +307,22 @@ class BindingConsumer:
         return conn
 
     def _declare(self, conn: amqp.Connection, channel: amqp.Channel) -> amqp.Channel:
-        """Check or declare the exchange, declare the queue and bind it, on every connect.
+        """Check or declare the exchanges, declare the queue and bind it, on every connect.
 
         A restart may have wiped the queue or the bindings. Returns the channel
         to consume on: waiting for a missing exchange costs a channel per check.
         """
         b = self.binding
-        name = f"bindings.{b.name}"
-        if b.exchange_declare == "create" and not b.exchange.startswith("amq."):
-            with _refusal_hint(
-                f"exchange {b.exchange!r} exists with other settings: make {name}.exchange_type and "
-                f"{name}.exchange_durable match it, or set {name}.exchange_declare: passive"
-            ):
-                channel.exchange_declare(b.exchange, b.exchange_type, durable=b.exchange_durable, auto_delete=False)
+        if b.exchange_declare == "create":
+            for source in b.sources:
+                if not source.exchange.startswith("amq."):
+                    self._create_exchange(channel, source)
+            present, self._missing = list(b.sources), []
         else:
-            channel = self._await_exchange(conn, channel)
+            channel, present, self._missing = self._await_exchanges(conn, channel)
         with _refusal_hint(
-            f"queue {b.queue!r} exists with other settings: make {name}.durable, auto_delete, exclusive and "
-            f"queue_arguments match it (rabbitmqctl list_queues name arguments), or delete the queue"
+            f"queue {b.queue!r} exists with other settings: make bindings.{b.name}.durable, auto_delete, exclusive "
+            f"and queue_arguments match it (rabbitmqctl list_queues name arguments), or delete the queue"
         ):
             declared = channel.queue_declare(
                 b.queue, durable=b.durable, exclusive=b.exclusive, auto_delete=b.auto_delete,
@@ -323,43 +332,83 @@ class BindingConsumer:
             # Another instance with this binding, or another program: each gets a share of the messages.
             self._log.warning("queue_shared", consumers=declared.consumer_count,
                               hint="another consumer takes part of this queue's messages")  # fmt: skip
-        for key in b.routing_keys:
-            channel.queue_bind(b.queue, b.exchange, key)
-        self._log.debug("declared", exchange=b.exchange, routing_keys=list(b.routing_keys),
+        for source in present:
+            self._bind(channel, source)
+        self._log.debug("declared", exchanges=[s.exchange for s in present],
+                        waiting=[s.exchange for s in self._missing],
                         messages=declared.message_count, consumers=declared.consumer_count)  # fmt: skip
         return channel
 
-    def _await_exchange(self, conn: amqp.Connection, channel: amqp.Channel) -> amqp.Channel:
-        """Check the exchange passively; while it does not exist, poll until its service declares it.
+    def _create_exchange(self, channel: amqp.Channel, source: Source) -> None:
+        """exchange_declare: create, for an exchange bridged owns; a 406 names the keys to change."""
+        b = self.binding
+        with _refusal_hint(
+            f"exchange {source.exchange!r} exists with other settings: make {source.where}.exchange_type and "
+            f"bindings.{b.name}.exchange_durable match it, or set bindings.{b.name}.exchange_declare: passive"
+        ):
+            channel.exchange_declare(source.exchange, source.exchange_type, durable=b.exchange_durable,
+                                     auto_delete=False)  # fmt: skip
+
+    def _bind(self, channel: amqp.Channel, source: Source) -> None:
+        for key in source.routing_keys:
+            channel.queue_bind(self.binding.queue, source.exchange, key)
+
+    def _await_exchanges(
+        self, conn: amqp.Connection, channel: amqp.Channel
+    ) -> tuple[amqp.Channel, list[Source], list[Source]]:
+        """Check the exchanges passively; while none exists, poll until a service declares one.
 
         bridged never creates another service's exchange: declaring it first
         with other arguments (OpenStack's are not durable) would break every
-        later declaration by that service.
+        later declaration by that service. Returns the channel and the sources
+        present and missing; the consume loop keeps checking the missing ones.
         """
-        b = self.binding
-        logged = False
+        logged: set[str] = set()
         while True:
-            try:
-                channel.exchange_declare(b.exchange, b.exchange_type, passive=True)
-            except amqp_errors.NotFound:
-                if not logged:
-                    self.attempted.set()  # waiting for a service is not a failed start
+            channel, present, missing = self._check_exchanges(conn, channel)
+            for source in missing:
+                if source.exchange not in logged:
+                    logged.add(source.exchange)
                     self._log.warning(
                         "exchange_missing",
-                        exchange=b.exchange,
-                        hint=f"waiting for its service to declare it (bindings.{b.name}.exchange_declare: passive)",
+                        exchange=source.exchange,
+                        hint=f"waiting for its service to declare it (bindings.{self.binding.name}.exchange_declare:"
+                        " passive)",
                     )
-                    logged = True
-                if self.stop_requested.wait(EXCHANGE_POLL):
-                    raise _Stopped() from None
-                conn.heartbeat_tick()
-                self.due_by = time.monotonic() + self._connect_budget()
-                channel = conn.channel()  # the 404 closed the old one
+            if present:
+                for source in present:
+                    if source.exchange in logged:
+                        self._log.info("exchange_found", exchange=source.exchange)
+                return channel, present, missing
+            self.attempted.set()  # waiting for a service is not a failed start
+            if self.stop_requested.wait(EXCHANGE_POLL):
+                raise _Stopped()
+            conn.heartbeat_tick()
+            self.due_by = time.monotonic() + self._connect_budget()
+
+    def _check_exchanges(
+        self, conn: amqp.Connection, channel: amqp.Channel, sources: list[Source] | None = None
+    ) -> tuple[amqp.Channel, list[Source], list[Source]]:
+        """Passive declares; a 404 closes the channel, so a new one is opened after each."""
+        present, missing = [], []
+        for source in self.binding.sources if sources is None else sources:
+            try:
+                channel.exchange_declare(source.exchange, source.exchange_type, passive=True)
+                present.append(source)
+            except amqp_errors.NotFound:
+                missing.append(source)
+                channel = conn.channel()
                 channel.auto_decode = False
-                continue
-            if logged:
-                self._log.info("exchange_found", exchange=b.exchange)
-            return channel
+        return channel, present, missing
+
+    def _bind_appeared(self, conn: amqp.Connection) -> None:
+        """While consuming: bind the exchanges that were missing and have appeared since (on a side channel)."""
+        side = conn.channel()
+        side, present, self._missing = self._check_exchanges(conn, side, self._missing)
+        for source in present:
+            self._bind(side, source)
+            self._log.info("exchange_found", exchange=source.exchange)
+        side.close()
 
     def _on_message(self, message: Any) -> None:
         """py-amqp delivery callback: format and queue the line; no I/O here."""
@@ -372,19 +421,25 @@ class BindingConsumer:
             self.stats.redelivered += 1
             if self._max_redeliveries is not None and self._set_aside(message):
                 return
-        try:
-            line = self._format(message)
-        except Exception as exc:  # noqa: BLE001 - one odd message must not stop the binding
-            line = safe_line(message, exc, self.binding.format, self.binding.name)
-            self.stats.format_failures += 1
-            self._log.warning("format_failed", reason=type(exc).__name__)
-        lines = self._lines
-        if not lines:
+        if not self._lines and not self._dropped:
             self._flush_at = time.monotonic() + self.binding.batch_delay
-        lines.append(line)
-        if self._wants_meta:
-            self._meta.append(notification_meta(message))
         self._last_tag = info["delivery_tag"]
+        if self._wanted is not None and not self._wanted(message):
+            self._dropped += 1
+            return
+        self._lines.append(self._line(self._format, self.binding.sink_formats[0], message))
+        for (fmt, formatter), lines in zip(self._extra_formats, self._extra_lines, strict=True):
+            lines.append(self._line(formatter, fmt, message))
+        if self._wants_meta:
+            self._meta.append(notification_meta(message, self.binding.name))
+
+    def _line(self, formatter: Callable[[Any], bytes], fmt: str, message: Any) -> bytes:
+        try:
+            return formatter(message)
+        except Exception as exc:  # noqa: BLE001 - one odd message must not stop the binding
+            self.stats.format_failures += 1
+            self._log.warning("format_failed", reason=type(exc).__name__, format=fmt[:40])
+            return safe_line(message, exc, fmt, self.binding.name)
 
     def _set_aside(self, message: Any) -> bool:
         """Reject (no requeue: to the dead-letter exchange) a message redelivered too often."""
@@ -417,8 +472,9 @@ class BindingConsumer:
         retry_at = 0.0  # while a sink fails: when to try the held batch again
         backlog_interval = self._backlog_interval
         next_backlog = now if backlog_interval else float("inf")
+        next_probe = now + EXCHANGE_POLL
         while not stop.is_set():
-            pending = len(self._lines)
+            pending = len(self._lines) + self._dropped
             if not pending:
                 timeout = tick
             elif pending >= batch_size:
@@ -429,7 +485,7 @@ class BindingConsumer:
                 read_frames(conn, min(timeout, tick))  # deliveries land in _on_message
             except TimeoutError:
                 pass  # a frame stalled midway for SO_RCVTIMEO; its start is kept for the next read
-            pending = len(self._lines)
+            pending = len(self._lines) + self._dropped
             now = monotonic()
             self.due_by = now + tick
             if pending and (pending >= batch_size or now >= self._flush_at) and now >= retry_at:
@@ -455,7 +511,10 @@ class BindingConsumer:
             if now >= next_backlog:
                 self._read_backlog(channel)
                 next_backlog = now + backlog_interval  # type: ignore[operator]
-        if self._lines:
+            if self._missing and now >= next_probe:
+                self._bind_appeared(conn)
+                next_probe = now + EXCHANGE_POLL
+        if self._lines or self._dropped:
             try:
                 self._flush(channel)
             except SinkError as exc:
@@ -473,11 +532,12 @@ class BindingConsumer:
 
         A sink that already took part of the held batch is not given it again.
         """
-        lines = self._lines
+        all_lines = (self._lines, *self._extra_lines)
         meta = self._meta if self._wants_meta else None
         written = self._written
         stats = self.stats
         for index, sink in enumerate(self.sinks):
+            lines = all_lines[self._sink_lines[index]]
             done = written[index]
             if done < len(lines):
                 started = time.monotonic()
@@ -495,13 +555,16 @@ class BindingConsumer:
                 stats.written[sink.name] += len(lines) - done
                 written[index] = len(lines)
         channel.basic_ack(self._last_tag, multiple=True)
-        stats.acked += len(lines)
+        stats.acked += len(self._lines) + self._dropped
+        stats.filtered += self._dropped
         stats.last_message_time = time.time()
-        self._log.debug("batch_acked", lines=len(lines), delivery_tag=self._last_tag)
+        self._log.debug("batch_acked", lines=len(self._lines), dropped=self._dropped, delivery_tag=self._last_tag)
         self._reset_batch()
 
     def _reset_batch(self) -> None:
         self._lines = []
+        self._extra_lines = [[] for _ in self._extra_formats]
+        self._dropped = 0
         self._meta = []
         self._written = [0] * len(self.sinks)
 

@@ -7,6 +7,7 @@ character is escaped. Nothing in a template is ever evaluated.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import decimal
 import json
@@ -15,7 +16,7 @@ import string
 import time
 from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii as _encode_string
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from bridged.redact import REDACTED, Redactor
 
@@ -408,6 +409,8 @@ def _splice_oslo(delivery: Delivery, body: bytes, binding_json: str, redactor: R
         return None
     if not isinstance(inner, dict) or not inner or not _RECORD_KEYS.isdisjoint(inner) or "oslo.version" in inner:
         return None
+    with contextlib.suppress(AttributeError):  # a delivery without a __dict__ just parses again later
+        delivery.parsed_notification = inner  # type: ignore[attr-defined]
     if redactor is not None and redactor.needs(inner):
         rewritten = redacted_text(inner, redactor, None)
         if rewritten is None:
@@ -419,24 +422,50 @@ def _splice_oslo(delivery: Delivery, body: bytes, binding_json: str, redactor: R
 
 
 def notification(delivery: Delivery) -> dict[str, Any] | None:
-    """The oslo notification (or RPC message) carried by *delivery*, or None."""
+    """The oslo notification (or RPC message) carried by *delivery*, or None.
+
+    The oslo format parses it anyway and leaves it on the delivery
+    (``parsed_notification``): a syslog sink or a path template then reads it
+    without parsing the body a second time.
+    """
+    parsed = getattr(delivery, "parsed_notification", None)
+    if parsed is not None:
+        return parsed  # type: ignore[no-any-return]
     body = delivery.body
     try:
         value = check_json(body) if type(body) is bytes else body_value(body)[0]
     except ValueError:
         return None
-    return unwrap_oslo(value)
+    message = unwrap_oslo(value)
+    if message is not None:
+        with contextlib.suppress(AttributeError):
+            delivery.parsed_notification = message  # type: ignore[attr-defined]
+    return message
 
 
-def notification_meta(delivery: Delivery) -> tuple[str | None, str | None]:
-    """(priority, event_type) of an oslo notification, for the syslog severity and MSGID."""
-    message = notification(delivery)
-    if message is None:
-        return None, None
-    priority, event_type = message.get("priority"), message.get("event_type")
-    return (
+class LineMeta(NamedTuple):
+    """What a sink may need of a line's message beyond the line: syslog severity and MSGID, file paths."""
+
+    priority: str | None = None
+    event_type: str | None = None
+    publisher_id: str | None = None
+    routing_key: str = ""
+    exchange: str = ""
+    binding: str = ""
+
+
+def notification_meta(delivery: Delivery, binding: str = "") -> LineMeta:
+    """The notification's priority, event_type and publisher_id (None when absent), and where it came from."""
+    info = delivery.delivery_info
+    message = notification(delivery) or {}
+    priority, event_type, publisher = message.get("priority"), message.get("event_type"), message.get("publisher_id")
+    return LineMeta(
         priority if type(priority) is str else None,
         event_type if type(event_type) is str else None,
+        publisher if type(publisher) is str else None,
+        str(info.get("routing_key", "")),
+        str(info.get("exchange", "")),
+        binding,
     )
 
 

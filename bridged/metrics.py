@@ -58,7 +58,14 @@ class BridgedCollector(Collector):
 
         counters = {
             "received": ("bridged_messages_received_total", "Messages delivered to the binding by the broker"),
-            "acked": ("bridged_messages_acked_total", "Messages acked after every sink took them"),
+            "acked": (
+                "bridged_messages_acked_total",
+                "Messages acked: written to every sink, or filtered",
+            ),
+            "filtered": (
+                "bridged_messages_filtered_total",
+                "Messages the filter dropped (acked, not written)",
+            ),
             "redelivered": ("bridged_messages_redelivered_total", "Deliveries the broker marked redelivered"),
             "dead_lettered": ("bridged_messages_dead_lettered_total", "Messages rejected to the dead-letter exchange"),
             "format_failures": ("bridged_format_failures_total", "Messages written marked: formatting failed"),

@@ -45,6 +45,7 @@ class BindingStats:
     def __init__(self) -> None:
         self.received = 0
         self.acked = 0
+        self.filtered = 0  # dropped by the binding's filter (acked, not written)
         self.redelivered = 0
         self.dead_lettered = 0
         self.format_failures = 0
@@ -61,6 +62,7 @@ class BindingStats:
         return {
             "received": self.received,
             "acked": self.acked,
+            "filtered": self.filtered,
             "redelivered": self.redelivered,
             "dead_lettered": self.dead_lettered,
             "format_failures": self.format_failures,

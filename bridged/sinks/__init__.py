@@ -7,18 +7,21 @@ from collections.abc import Mapping
 from bridged.config import SinkConfig
 from bridged.sinks.base import LineMeta, LineWriter, Sink, SinkClosed, SinkError
 from bridged.sinks.file import FileSink
+from bridged.sinks.paths import PathTemplateSink
 from bridged.sinks.stdout import StdoutSink
 from bridged.sinks.syslog import SyslogSink, truncate_json
 
 __all__ = [
-    "FileSink", "LineMeta", "LineWriter", "Sink", "SinkClosed", "SinkError", "StdoutSink", "SyslogSink",
-    "build_sink", "build_sinks", "truncate_json",
+    "FileSink", "LineMeta", "LineWriter", "PathTemplateSink", "Sink", "SinkClosed", "SinkError", "StdoutSink",
+    "SyslogSink", "build_sink", "build_sinks", "truncate_json",
 ]  # fmt: skip
 
 
 def build_sink(config: SinkConfig) -> Sink:
     if config.type == "file":
         assert config.path is not None
+        if "{" in config.path:
+            return PathTemplateSink(config.name, config.path, config.max_open_files)
         return FileSink(config.name, config.path)
     if config.type == "stdout":
         return StdoutSink(config.name)

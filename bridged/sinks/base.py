@@ -12,6 +12,8 @@ import os
 from collections.abc import Sequence
 from typing import Protocol
 
+from bridged.formats import LineMeta as LineMeta  # per line, for sinks that want it (wants_meta)
+
 
 class SinkError(Exception):
     """A sink could not take a whole batch; nothing of it may be acked.
@@ -27,10 +29,6 @@ class SinkError(Exception):
 
 class SinkClosed(SinkError):
     """The sink will never take a line again (stdout's reader went away)."""
-
-
-# Per line, for sinks that want it: the notification's (priority, event_type).
-LineMeta = tuple[str | None, str | None]
 
 
 class Sink(Protocol):

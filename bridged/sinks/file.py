@@ -77,6 +77,10 @@ class FileSink:
                 pass
             self._fd = None
 
+    def holds_cut_line(self) -> bool:
+        """Part of a line is in the file and its rest waits here for the next write."""
+        return bool(self._writer.rest)
+
     def reopen(self) -> None:
         self._reopen_requested = True
 

@@ -138,7 +138,7 @@ class SyslogSink:
         return found
 
     def header(self, middle: bytes, with_msgid: bool, meta: LineMeta | None) -> bytes:
-        priority, event_type = meta if meta is not None else (None, None)
+        priority, event_type = (meta.priority, meta.event_type) if meta is not None else (None, None)
         pri = self._pris[self._severity(priority)]
         if with_msgid:
             return b"%s%s%s - " % (pri, middle, _msgid(event_type))

@@ -76,3 +76,37 @@ def test_amq_exchanges_are_only_checked_even_in_create_mode(broker, start_bridge
     broker.publish("amq.topic", f"t.{uid}", b"via amq.topic")
     assert wait_lines(out, 1) == ["via amq.topic"]
     wait_until(lambda: bridged.count("broker_refused") == 0, 1, "no refusal")
+
+
+def test_one_queue_fed_by_three_exchanges(broker, start_bridged, uid, tmp_path):
+    """exchanges: a topic, a direct and a fanout exchange into one queue; one declared only later is bound then."""
+    topic, direct, fanout = (f"test.multi.{uid}.{kind}" for kind in ("topic", "direct", "fanout"))
+    queue = f"bridged.test.{uid}"
+    broker.queues.add(queue)
+    broker.declare_exchange(topic, "topic", durable=False)
+    broker.declare_exchange(direct, "direct", durable=False)
+    out = tmp_path / "out.log"
+    binding = {
+        "exchange_declare": "passive",
+        "exchanges": {
+            topic: {"routing_keys": ["notifications.*"]},
+            direct: {"exchange_type": "direct", "routing_keys": ["audit"]},
+            fanout: {"exchange_type": "fanout"},  # its service has not started yet
+        },
+        "queue": queue,
+        "sink": "f",
+    }
+    bridged = start_bridged(base_config({"f": {"type": "file", "path": str(out)}}, {"all": binding}))
+    bridged.wait_event("consuming")  # two of three exist: the binding consumes
+    assert bridged.count("exchange_missing", exchange=fanout) == 1
+    broker.publish(topic, "notifications.info", b"from topic")
+    broker.publish(topic, "compute.host1", b"rpc, not bound")
+    broker.publish(direct, "audit", b"from direct")
+    assert wait_lines(out, 2) == ["from topic", "from direct"]
+
+    broker.declare_exchange(fanout, "fanout", durable=False)
+    bridged.wait_event("exchange_found", exchange=fanout)
+    broker.publish(fanout, "", b"from fanout")
+    assert wait_lines(out, 3)[-1] == "from fanout"
+    assert exchange_durability(fanout) == "false"
+    assert bridged.count("reconnect_scheduled") == 0 and bridged.count("consuming") == 1

@@ -37,7 +37,7 @@ def test_defaults():
     assert config.broker.urls == ("amqp://guest:guest@127.0.0.1:5672//",)
     assert config.broker.heartbeat == 30
     assert config.reconnect.max_attempts is None
-    assert binding.exchange_type == "topic" and binding.routing_keys == ("#",)
+    assert binding.sources[0].exchange_type == "topic" and binding.sources[0].routing_keys == ("#",)
     assert binding.queue == "bridged.glance"
     assert binding.durable and binding.exchange_durable and not binding.auto_delete and not binding.exclusive
     assert binding.prefetch == 1000 and binding.format == "raw" and binding.sinks == ("out",)
@@ -57,7 +57,7 @@ def test_full_binding_and_sink_list():
     })  # fmt: skip
     nova = config.bindings["nova"]
     assert config.broker.urls == ("amqp://a//", "amqp://b//")
-    assert nova.routing_keys == ("a", "b") and nova.sinks == ("out", "f", "s")
+    assert nova.sources[0].routing_keys == ("a", "b") and nova.sinks == ("out", "f", "s")
     assert nova.batch_size == 2  # default: a quarter of the prefetch window
     assert parse(with_binding(prefetch=10, batch_size=50)).bindings["glance"].batch_size == 10  # never above it
     assert parse(BASE).bindings["glance"].batch_size == 250
@@ -65,7 +65,9 @@ def test_full_binding_and_sink_list():
 
 
 def test_fanout_ignores_routing_keys():
-    assert parse(with_binding(exchange_type="fanout", routing_keys=["x"])).bindings["glance"].routing_keys == ("",)
+    assert parse(with_binding(exchange_type="fanout", routing_keys=["x"])).bindings["glance"].sources[
+        0
+    ].routing_keys == ("",)
 
 
 def test_environment_variables_are_expanded():
@@ -191,7 +193,7 @@ defaults: &defaults {exchange_type: topic, sink: out, exchange_durable: false}
     )
     assert "defaults: unknown key" in error(text)
     config = parse(text.replace("defaults: &defaults", "x-defaults: &defaults"))
-    assert config.bindings["nova"].exchange == "nova" and not config.bindings["nova"].exchange_durable
+    assert config.bindings["nova"].sources[0].exchange == "nova" and not config.bindings["nova"].exchange_durable
     assert config.bindings["glance"].sinks == ("out",)
 
 
@@ -324,7 +326,7 @@ def test_environment_values_become_numbers_and_booleans_where_expected():
 
 
 def test_dates_are_text_and_broken_tags_are_one_line():
-    assert parse(with_binding(exchange="2024-02-30")).bindings["glance"].exchange == "2024-02-30"
+    assert parse(with_binding(exchange="2024-02-30")).bindings["glance"].sources[0].exchange == "2024-02-30"
     for text in ("!!bool topic", "!!int x", "!!set {a, b}", "!!timestamp 2024-13-45", "!!binary ???"):
         message = error(yaml.safe_dump(BASE).replace("exchange: glance", f"exchange: {text}"))
         assert message.startswith(("invalid YAML", "bindings.glance.exchange")), message
@@ -335,3 +337,48 @@ def test_an_unencoded_password_is_refused_without_showing_it():
     assert "must be percent-encoded" in message and "s3cr" not in message and "pa#ss" not in message
     assert "'amqp://guest:****@h:5672//'" in message
     assert parse({**BASE, "broker": {"url": "amqp://guest:s3cr%40t@h//"}}).broker.urls
+
+
+def test_several_exchanges_per_binding():
+    """exchanges: one queue bound to several exchanges, each with its own type and keys."""
+    raw = with_binding(exchanges={"nova": {"routing_keys": ["notifications.*", "versioned_notifications.*"]},
+                                  "glance": {"routing_keys": ["notifications.*"]},
+                                  "audit": {"exchange_type": "fanout"}})  # fmt: skip
+    del raw["bindings"]["glance"]["exchange"]
+    sources = parse(raw).bindings["glance"].sources
+    assert sorted((s.exchange, s.exchange_type, s.routing_keys) for s in sources) == [
+        ("audit", "fanout", ("",)),
+        ("glance", "topic", ("notifications.*",)),
+        ("nova", "topic", ("notifications.*", "versioned_notifications.*")),
+    ]
+    assert "bindings.glance.exchange: give exchange (with its keys) or exchanges, not both" in error(
+        with_binding(exchanges={"nova": None})
+    )
+    bad = with_binding(exchanges={"nova": {"exchange_type": "x"}})
+    del bad["bindings"]["glance"]["exchange"]
+    assert "bindings.glance.exchanges.nova.exchange_type: 'x' is not one of" in error(bad)
+    warned = with_binding(exchanges={"nova": {"routing_keys": ["#"]}})
+    del warned["bindings"]["glance"]["exchange"]
+    from bridged.config import warnings
+
+    assert warnings(parse(warned))[0].startswith("bindings.glance.exchanges.nova.routing_keys[0]: '#'")
+
+
+def test_filters_sink_formats_and_path_templates_are_validated_with_key_paths():
+    assert "bindings.glance.filter.keep.event_typ: unknown field (did you mean 'event_type'?)" in error(
+        with_binding(filter={"keep": {"event_typ": ["x"]}})
+    )
+    assert "bindings.glance.filter.drop: unknown key" not in error(with_binding(filter={"dorp": {}}))
+    assert "bindings.glance.filter.dorp: unknown key (did you mean 'drop'?)" in error(with_binding(filter={"dorp": {}}))
+    config = parse(with_binding(filter={"keep": {"header.tenant": "t1"}, "drop": {"priority": ["debug"]}}))
+    assert config.bindings["glance"].keep == {"header.tenant": ("t1",)}
+    sinks = {"out": {"type": "stdout"}, "f": {"type": "file", "path": "/l/{event_type}.log", "format": "json"}}
+    config = parse({**BASE, "sinks": sinks, "bindings": {"glance": {"exchange": "g", "sinks": ["out", "f"]}}})
+    assert config.bindings["glance"].sink_formats == ("raw", "json")
+    assert config.sinks["f"].max_open_files == 64
+    bad = {"out": {"type": "file", "path": "{event_type}.log"}}
+    assert error({**BASE, "sinks": bad}).startswith("sinks.out.path: needs a fixed directory before the first {field}")
+    bad = {"out": {"type": "file", "path": "/l/{nope}.log"}}
+    assert error({**BASE, "sinks": bad}).startswith("sinks.out.path: unknown field {nope}")
+    bad = {"out": {"type": "stdout", "format": "{nope}"}}
+    assert error({**BASE, "sinks": bad}).startswith("sinks.out.format: unknown field {nope}")

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from bridged.config import SinkConfig
-from bridged.formats import TemplateError, compile_template, make_formatter, notification_meta
+from bridged.formats import LineMeta, TemplateError, compile_template, make_formatter, notification_meta
 from bridged.sinks import SyslogSink, truncate_json
 from tests.unit.test_formats import Delivery
 
@@ -48,10 +48,12 @@ def test_notification_fields_are_empty_for_other_messages():
 
 
 def test_meta_reads_oslo_2_and_bare_notifications():
-    assert notification_meta(Delivery(BODY)) == ("WARN", "port.create.end")
-    assert notification_meta(Delivery(json.dumps(INNER).encode())) == ("WARN", "port.create.end")
-    assert notification_meta(Delivery(b"\xff not json")) == (None, None)
-    assert notification_meta(Delivery(b'{"priority": 3}')) == (None, None)
+    meta = notification_meta(Delivery(BODY), "b")
+    assert meta[:3] == ("WARN", "port.create.end", "network.ctl1")
+    assert (meta.routing_key, meta.exchange, meta.binding) == ("notifications.info", "nova", "b")
+    assert notification_meta(Delivery(json.dumps(INNER).encode()))[:2] == ("WARN", "port.create.end")
+    assert notification_meta(Delivery(b"\xff not json"))[:3] == (None, None, None)
+    assert notification_meta(Delivery(b'{"priority": 3}'))[:2] == (None, None)
 
 
 def sink(**config) -> SyslogSink:
@@ -66,7 +68,7 @@ def sink(**config) -> SyslogSink:
 def test_priority_sets_the_severity(priority, severity):
     s = sink(facility=16)
     middle, with_msgid = s._stamp()
-    header = s.header(middle, with_msgid, (priority, "compute.instance.create.end"))
+    header = s.header(middle, with_msgid, LineMeta(priority, "compute.instance.create.end"))
     assert header.startswith(b"<%d>1 " % (16 * 8 + severity))
     assert header.endswith(b" compute.instance.create.end - ")
 
@@ -74,14 +76,14 @@ def test_priority_sets_the_severity(priority, severity):
 def test_msgid_is_cut_to_32_printable_characters():
     s = sink()
     middle, with_msgid = s._stamp()
-    header = s.header(middle, with_msgid, ("INFO", "a.very.long.event_type.that.goes.on.and on"))
+    header = s.header(middle, with_msgid, LineMeta("INFO", "a.very.long.event_type.that.goes.on.and on"))
     assert header.split(b" ")[-3] == b"a.very.long.event_type.that.goes"
 
 
 def test_local_format_has_no_hostname_and_no_version():
     s = sink(protocol="local", tag="nova")
     middle, with_msgid = s._stamp()
-    header = s.header(middle, with_msgid, ("ERROR", "x"))
+    header = s.header(middle, with_msgid, LineMeta("ERROR", "x"))
     assert not with_msgid
     assert header.startswith(b"<11>") and b" nova[" in header and socket.gethostname().encode() not in header
     assert header.endswith(b"]: ")

@@ -1,0 +1,173 @@
+"""A file sink whose path is built from message fields: /var/log/bridged/{publisher_id}/{event_type}.log.
+
+Every value is sanitised into one harmless path component (no `/`, no
+`..`, no control character, at most 64 characters), so the built path always
+stays under the fixed directory before the first field. At most
+max_open_files files are open at once (least recently used closed first);
+each is a FileSink, so it follows renames by inode and reopens on HUP.
+
+A batch spreads over several files. A file that fails keeps what it took;
+the lines of the batch already in their files are remembered (by position
+in the consumer's list, which only grows while it is held), so the retry
+writes only the rest: no line twice, none lost.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+from typing import Any
+
+from bridged.sinks.base import LineMeta, SinkError
+from bridged.sinks.file import FileSink
+
+META_FIELDS = ("binding", "exchange", "routing_key", "event_type", "publisher_id", "priority")
+PATH_FIELDS = (*META_FIELDS, "year", "month", "day", "hour", "date")
+# One path component: these characters pass, every other run becomes "_".
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]+")
+MAX_COMPONENT = 64
+# A batch's lines fall into this many distinct paths before the path cache is cleared.
+MAX_CACHED_PATHS = 10_000
+# Held batches remembered at once: one per binding sharing the sink, plus a few abandoned ones.
+MAX_HELD_BATCHES = 64
+
+
+class PathTemplateError(ValueError):
+    """A path template with an unknown field, or no fixed directory before the first field."""
+
+
+def parse_path_template(template: str) -> tuple[str, list[tuple[str, str | None]]]:
+    """The fixed base directory and the (literal, field) parts; raises PathTemplateError."""
+    try:
+        parts = [(literal, field) for literal, field, _, _ in string.Formatter().parse(template)]
+    except ValueError as exc:
+        raise PathTemplateError(f"invalid path template: {exc}") from None
+    for _, field in parts:
+        if field is not None and field not in PATH_FIELDS:
+            raise PathTemplateError(f"unknown field {{{field[:40]}}}; fields: {', '.join(PATH_FIELDS)}")
+    base = os.path.dirname(template[: template.index("{")])
+    if not base or base in (".", "/"):
+        raise PathTemplateError(
+            "needs a fixed directory before the first {field} (e.g. /var/log/bridged/{event_type}.log)"
+        )
+    return os.path.normpath(base), parts
+
+
+def sanitise(value: str | None) -> str:
+    """One path component from any value: never empty, never '.', '..' or hidden, no separator."""
+    text = _UNSAFE.sub("_", value or "")[:MAX_COMPONENT].lstrip(".")
+    return text or "_"
+
+
+class PathTemplateSink:
+    """Appends each line to the file its message's fields name."""
+
+    wants_meta = True
+
+    def __init__(
+        self, name: str, template: str, max_open_files: int, opener: Callable[[str, str], FileSink] = FileSink
+    ):
+        self.name = name
+        self.base, self._parts = parse_path_template(template)
+        fields = [field for _, field in self._parts if field is not None]
+        used = [field for field in fields if field in META_FIELDS]
+        self._meta_key: Callable[[LineMeta], Any] = attrgetter(*used) if used else (lambda meta: None)
+        self._dated = any(field not in META_FIELDS for field in fields)
+        self._max_open = max_open_files
+        self._opener = opener
+        self._files: OrderedDict[str, FileSink] = OrderedDict()
+        self._paths: dict[Any, str] = {}
+        self._lock = threading.Lock()
+        # Per held batch (one per binding sharing this sink): the consumer's list, kept alive so
+        # it is recognised by identity, and the positions of it already in their files.
+        self._progress: OrderedDict[int, tuple[Sequence[bytes], set[int]]] = OrderedDict()
+
+    def path_for(self, meta: LineMeta, when: time.struct_time) -> str:
+        """The file for one line: cached by the values of the fields the template uses (the hot path)."""
+        key = (self._meta_key(meta), when.tm_year, when.tm_yday, when.tm_hour) if self._dated else self._meta_key(meta)
+        path = self._paths.get(key)
+        if path is None:
+            values = {field: getattr(meta, field) for field in META_FIELDS}
+            values.update(
+                year=f"{when.tm_year:04d}",
+                month=f"{when.tm_mon:02d}",
+                day=f"{when.tm_mday:02d}",
+                hour=f"{when.tm_hour:02d}",
+                date=f"{when.tm_year:04d}-{when.tm_mon:02d}-{when.tm_mday:02d}",
+            )
+            built = "".join(literal + (sanitise(values[field]) if field else "") for literal, field in self._parts)
+            path = os.path.normpath(built)
+            if not path.startswith(self.base + os.sep):  # cannot happen after sanitise; checked anyway
+                path = os.path.join(self.base, "_")
+            if len(self._paths) >= MAX_CACHED_PATHS:
+                self._paths.clear()
+            self._paths[key] = path
+        return path
+
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
+        assert meta is not None and len(meta) == len(lines)
+        when = time.gmtime()
+        with self._lock:
+            entry = self._progress.get(id(lines))
+            done: set[int] = entry[1] if entry is not None and entry[0] is lines else set()
+            groups: dict[str, list[int]] = {}
+            for position, line_meta in enumerate(meta):
+                if position not in done:
+                    groups.setdefault(self.path_for(line_meta, when), []).append(position)
+            for path, positions in groups.items():
+                sink = self._file(path)
+                try:
+                    sink.write([lines[i] for i in positions])
+                except SinkError as exc:
+                    done.update(positions[: exc.taken])
+                    self._remember(lines, done)
+                    raise SinkError(str(exc), taken=0) from exc  # retried whole; what is done is skipped
+                done.update(positions)
+            self._progress.pop(id(lines), None)
+
+    def _remember(self, lines: Sequence[bytes], done: set[int]) -> None:
+        self._progress[id(lines)] = (lines, done)
+        self._progress.move_to_end(id(lines))
+        while len(self._progress) > MAX_HELD_BATCHES:  # batches given up (their connection dropped)
+            self._progress.popitem(last=False)
+
+    def _file(self, path: str) -> FileSink:
+        sink = self._files.get(path)
+        if sink is not None:
+            self._files.move_to_end(path)
+            return sink
+        while len(self._files) >= self._max_open:
+            if not self._evict():
+                break
+        sink = self._opener(self.name, path)
+        self._files[path] = sink
+        return sink
+
+    def _evict(self) -> bool:
+        """Close the least recently used file that holds no cut line (its rest must reach it first)."""
+        for path, sink in self._files.items():
+            if not sink.holds_cut_line():
+                del self._files[path]
+                sink.close()
+                return True
+        return False
+
+    def open_files(self) -> int:
+        return len(self._files)
+
+    def reopen(self) -> None:
+        with self._lock:
+            for sink in self._files.values():
+                sink.reopen()
+
+    def close(self) -> None:
+        with self._lock:
+            for sink in self._files.values():
+                sink.close()
+            self._files.clear()
