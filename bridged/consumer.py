@@ -555,7 +555,7 @@ class BindingConsumer:
                 stats.written[sink.name] += len(lines) - done
                 written[index] = len(lines)
         channel.basic_ack(self._last_tag, multiple=True)
-        stats.acked += len(self._lines) + self._dropped
+        stats.acked += len(self._lines)  # written and acked; filtered ones are acked too, counted apart
         stats.filtered += self._dropped
         stats.last_message_time = time.time()
         self._log.debug("batch_acked", lines=len(self._lines), dropped=self._dropped, delivery_tag=self._last_tag)

@@ -60,11 +60,11 @@ class BridgedCollector(Collector):
             "received": ("bridged_messages_received_total", "Messages delivered to the binding by the broker"),
             "acked": (
                 "bridged_messages_acked_total",
-                "Messages acked: written to every sink, or filtered",
+                "Messages written to every sink, then acked",
             ),
             "filtered": (
                 "bridged_messages_filtered_total",
-                "Messages the filter dropped (acked, not written)",
+                "Messages the filter dropped (acked without being written)",
             ),
             "redelivered": ("bridged_messages_redelivered_total", "Deliveries the broker marked redelivered"),
             "dead_lettered": ("bridged_messages_dead_lettered_total", "Messages rejected to the dead-letter exchange"),

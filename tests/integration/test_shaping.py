@@ -36,7 +36,8 @@ def test_filters_keep_and_drop_by_each_field(broker, start_bridged, uid, tmp_pat
             "drop": {"publisher_id": ["*.test"]},
         },
     }  # fmt: skip
-    bridged = start_bridged(base_config({"f": {"type": "file", "path": str(out)}}, {"b": binding}))
+    config = base_config({"f": {"type": "file", "path": str(out)}}, {"b": binding}, metrics={"stats_interval": 1})
+    bridged = start_bridged(config)
     bridged.wait_event("consuming")
     t1 = {"tenant": "t1"}
     sent = [
@@ -57,6 +58,12 @@ def test_filters_keep_and_drop_by_each_field(broker, start_bridged, uid, tmp_pat
     assert kept == [n for n, (_, _, _, keep) in enumerate(sent, 1) if keep] == [1, 4]
     dropped = sum(e.get("dropped", 0) for e in bridged.events() if e["event"] == "batch_acked")
     assert dropped == len(sent) - 2
+
+    def counted(key: str) -> int:
+        return sum(e["bindings"]["b"][key] for e in bridged.events() if e["event"] == "stats")
+
+    wait_until(lambda: counted("filtered") == len(sent) - 2, 10, "the dropped ones counted as filtered")
+    assert counted("acked") == 2, "a dropped message is not counted as delivered"
 
 
 def test_oslo_to_a_file_and_json_to_syslog_from_one_binding(broker, start_bridged, uid, tmp_path):
