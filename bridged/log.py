@@ -18,6 +18,29 @@ class LogStream(Protocol):
     def isatty(self) -> bool: ...
 
 
+class _NeverFails:
+    """bridged's own log must never take the daemon down: a write it cannot do (disk full,
+    a file size limit, a closed stderr) loses that log line, not the messages in flight."""
+
+    def __init__(self, stream: LogStream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            return 0
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
 class _ToStructlog(logging.Handler):
     """Routes kombu/py-amqp stdlib records into the same stream and format."""
 
@@ -60,7 +83,7 @@ def configure(log_format: str = "auto", level: str = "info", stream: LogStream |
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),  # type: ignore[arg-type]
+        logger_factory=structlog.WriteLoggerFactory(file=_NeverFails(stream)),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     root = logging.getLogger()

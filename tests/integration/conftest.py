@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -157,10 +158,13 @@ class Bridged:
             [sys.executable, "-m", "bridged", "--config", str(self.config_path), "--log-level", "debug", *(args or [])],
             stdin=subprocess.DEVNULL,
             stdout=self._stdout,
-            stderr=self._stderr,
+            # Through a pipe when the child gets a file size limit: its own log must not hit it.
+            stderr=subprocess.PIPE if preexec_fn else self._stderr,
             env={**os.environ, **(env or {})},
             preexec_fn=preexec_fn,
         )
+        if preexec_fn:
+            threading.Thread(target=self._copy_stderr, daemon=True).start()
 
     def events(self) -> list[dict[str, Any]]:
         """bridged's own log so far (JSON lines on stderr)."""
@@ -201,6 +205,15 @@ class Bridged:
             self.proc.kill()
             self.proc.wait(10)
         self.close_files()
+
+    def _copy_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                self._stderr.write(line)
+                self._stderr.flush()
+            except ValueError:  # closed by the test's cleanup
+                return
 
     def close_files(self) -> None:
         self._stdout.close()

@@ -65,3 +65,26 @@ def test_masking_hides_every_part_of_an_odd_password():
         masked = mask_url(url)
         assert masked.startswith("amqp://u:****@") and "ss" not in masked.split("@")[0]
     assert mask_broker_url("amqp://u:p@ss w0rd@host//") == "amqp://u:****@host//"
+
+
+def test_own_log_that_cannot_be_written_never_raises():
+    """Disk full or a file size limit on bridged's own log loses log lines, never the daemon."""
+    import errno
+
+    from bridged.log import configure, get_logger
+
+    class Full:
+        def write(self, text: str) -> int:
+            raise OSError(errno.EFBIG, "File too large")
+
+        def flush(self) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def isatty(self) -> bool:
+            return False
+
+    configure("json", "debug", Full())
+    try:
+        get_logger(binding="b").error("sink_failed", reason="x")  # must not raise
+    finally:
+        configure("json", "info")
