@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import delete_queue, fill_queue, run_bridged
+from common import alternate, delete_queue, fill_queue, run_bridged
 
 
 def free_port() -> int:
@@ -57,31 +57,28 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     queue = f"bridged.bench.metrics.{os.getpid()}"
-    rate: dict[str, float] = {}
-    cpu: dict[str, float] = {}
     scrapes = 0
+
+    def off(stats: dict[str, float]) -> float:
+        fill_queue(queue, args.count)
+        return args.count / run_bridged(queue, args.count, "json", stats=stats, top={"metrics": {"stats_interval": 0}})
+
+    def on(stats: dict[str, float]) -> float:
+        nonlocal scrapes
+        fill_queue(queue, args.count)
+        port = free_port()
+        top = {"metrics": {"listen": f"127.0.0.1:{port}", "stats_interval": 60, "backlog_interval": 5}}
+        scraper = Scraper(port)
+        scraper.start()
+        try:
+            return args.count / run_bridged(queue, args.count, "json", stats=stats, top=top)
+        finally:
+            scraper.stop.set()
+            scraper.join()
+            scrapes += scraper.scrapes
+
     try:
-        for _ in range(args.rounds):
-            for mode in ("off", "on"):
-                fill_queue(queue, args.count)
-                stats: dict[str, float] = {}
-                if mode == "off":
-                    top = {"metrics": {"stats_interval": 0}}
-                    msgs = args.count / run_bridged(queue, args.count, "json", stats=stats, top=top)
-                else:
-                    port = free_port()
-                    top = {"metrics": {"listen": f"127.0.0.1:{port}", "stats_interval": 60, "backlog_interval": 5}}
-                    scraper = Scraper(port)
-                    scraper.start()
-                    try:
-                        msgs = args.count / run_bridged(queue, args.count, "json", stats=stats, top=top)
-                    finally:
-                        scraper.stop.set()
-                        scraper.join()
-                    scrapes += scraper.scrapes
-                rate[mode] = max(rate.get(mode, 0.0), msgs)
-                cpu[mode] = min(cpu.get(mode, float("inf")), stats["cpu_us"])
-                print(f"  metrics {mode:3s} {msgs:9.0f} msg/s {stats['cpu_us']:6.1f} us/msg", flush=True)
+        rate, cpu = alternate(args.rounds, {"off": off, "on": on}, lambda mode: f"metrics {mode}")
     finally:
         delete_queue(queue)
     print(f"\n{args.count} persistent ~600-byte messages, format json, best of {args.rounds} round(s)")

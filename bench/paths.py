@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import delete_queue, fill_queue, run_bridged
+from common import alternate, delete_queue, fill_queue, run_bridged
 
 EVENT_TYPES = 50
 
@@ -29,17 +30,16 @@ def main() -> int:
     args = parser.parse_args()
     queue = f"bridged.bench.paths.{os.getpid()}"
     modes = {"one fixed file": None, f"{{event_type}}.log, {EVENT_TYPES} files": "{event_type}.log"}
-    rate: dict[str, float] = {}
-    cpu: dict[str, float] = {}
+
+    def contender(template: str | None) -> Callable[[dict[str, float]], float]:
+        def run(stats: dict[str, float]) -> float:
+            fill_queue(queue, args.count, oslo=True, event_types=EVENT_TYPES)
+            return args.count / run_bridged(queue, args.count, "oslo", stats=stats, path_template=template)
+
+        return run
+
     try:
-        for _ in range(args.rounds):
-            for mode, template in modes.items():
-                fill_queue(queue, args.count, oslo=True, event_types=EVENT_TYPES)
-                stats: dict[str, float] = {}
-                msgs = args.count / run_bridged(queue, args.count, "oslo", stats=stats, path_template=template)
-                rate[mode] = max(rate.get(mode, 0.0), msgs)
-                cpu[mode] = min(cpu.get(mode, float("inf")), stats["cpu_us"])
-                print(f"  {mode:32s} {msgs:9.0f} msg/s {stats['cpu_us']:6.1f} us/msg", flush=True)
+        rate, cpu = alternate(args.rounds, {mode: contender(template) for mode, template in modes.items()})
     finally:
         delete_queue(queue)
     fixed, templated = modes

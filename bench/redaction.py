@@ -18,12 +18,13 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import LIVE_CONTEXT, MASKED_CONTEXT, delete_queue, fill_queue, notification, run_bridged
+from common import LIVE_CONTEXT, MASKED_CONTEXT, alternate, delete_queue, fill_queue, notification, run_bridged
 
 from bridged.formats import make_formatter
 from bridged.redact import DEFAULT_REDACT_KEYS, Redactor
@@ -56,22 +57,18 @@ def main() -> int:
     args = parser.parse_args()
     count = args.count
     queue = f"bridged.bench.redact.{os.getpid()}"
-    rate: dict[tuple[str, str, bool], float] = {}
-    cpu: dict[tuple[str, str, bool], float] = {}
+
+    def contender(context: dict, fmt: str, redact: bool) -> Callable[[dict[str, float]], float]:
+        def run(stats: dict[str, float]) -> float:
+            fill_queue(queue, count, oslo=True, context=context)
+            return count / run_bridged(queue, count, fmt, extra={"redact": redact}, stats=stats)
+
+        return run
+
+    contenders = {(kind, fmt, redact): contender(context, fmt, redact)
+                  for kind, context in TRAFFIC.items() for fmt in FORMATS for redact in (False, True)}  # fmt: skip
     try:
-        for _ in range(args.rounds):
-            for kind, context in TRAFFIC.items():
-                for fmt in FORMATS:
-                    for redact in (False, True):
-                        key = (kind, fmt, redact)
-                        fill_queue(queue, count, oslo=True, context=context)
-                        stats: dict[str, float] = {}
-                        msgs = count / run_bridged(queue, count, fmt, extra={"redact": redact}, stats=stats)
-                        rate[key] = max(rate.get(key, 0.0), msgs)
-                        cpu[key] = min(cpu.get(key, float("inf")), stats["cpu_us"])
-                        state = "on " if redact else "off"
-                        print(f"  {kind:26s} {fmt:5s} redact={state} {msgs:9.0f} msg/s {stats['cpu_us']:6.1f} us/msg",
-                              flush=True)  # fmt: skip
+        rate, cpu = alternate(args.rounds, contenders, lambda k: f"{k[0]} {k[1]} redact={'on' if k[2] else 'off'}")
     finally:
         delete_queue(queue)
     print(f"\n{count} persistent oslo notifications per run, best of {args.rounds} round(s)")

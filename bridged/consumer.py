@@ -155,6 +155,7 @@ class BindingConsumer:
         # One formatter per distinct format among the sinks (a sink may have its own): the
         # first fills _lines, any other its own list, kept parallel to _lines.
         formats = list(dict.fromkeys(binding.sink_formats))
+        self._format_name = formats[0]
         self._format = make_formatter(formats[0], binding.name, redactor)
         self._extra_formats = [(f, make_formatter(f, binding.name, redactor)) for f in formats[1:]]
         self._extra_lines: list[list[bytes]] = [[] for _ in self._extra_formats]
@@ -427,19 +428,24 @@ class BindingConsumer:
         if self._wanted is not None and not self._wanted(message):
             self._dropped += 1
             return
-        self._lines.append(self._line(self._format, self.binding.sink_formats[0], message))
-        for (fmt, formatter), lines in zip(self._extra_formats, self._extra_lines, strict=True):
-            lines.append(self._line(formatter, fmt, message))
+        try:
+            self._lines.append(self._format(message))
+        except Exception as exc:  # noqa: BLE001 - one odd message must not stop the binding
+            self._lines.append(self._failed_line(self._format_name, message, exc))
+        if self._extra_formats:  # sinks with formats of their own: one line each, kept parallel
+            for (fmt, formatter), lines in zip(self._extra_formats, self._extra_lines, strict=True):
+                try:
+                    lines.append(formatter(message))
+                except Exception as exc:  # noqa: BLE001
+                    lines.append(self._failed_line(fmt, message, exc))
         if self._wants_meta:
             self._meta.append(notification_meta(message, self.binding.name))
 
-    def _line(self, formatter: Callable[[Any], bytes], fmt: str, message: Any) -> bytes:
-        try:
-            return formatter(message)
-        except Exception as exc:  # noqa: BLE001 - one odd message must not stop the binding
-            self.stats.format_failures += 1
-            self._log.warning("format_failed", reason=type(exc).__name__, format=fmt[:40])
-            return safe_line(message, exc, fmt, self.binding.name)
+    def _failed_line(self, fmt: str, message: Any, exc: Exception) -> bytes:
+        """The marked line written when a formatter failed on *message*."""
+        self.stats.format_failures += 1
+        self._log.warning("format_failed", reason=type(exc).__name__, format=fmt[:40])
+        return safe_line(message, exc, fmt, self.binding.name)
 
     def _set_aside(self, message: Any) -> bool:
         """Reject (no requeue: to the dead-letter exchange) a message redelivered too often."""

@@ -189,15 +189,21 @@ def _properties(properties: Mapping[str, Any], redactor: Redactor | None) -> dic
 
 
 def _text_keys(value: Any, depth: int = 0) -> Any:
-    """A header table with every key as text: py-amqp passes keys that are not UTF-8 as bytes."""
-    if isinstance(value, dict) and depth < 100:
-        if all(type(key) is str for key in value):
-            return {key: _text_keys(item, depth + 1) for key, item in value.items()}
-        return {body_text(key) if isinstance(key, bytes) else str(key): _text_keys(item, depth + 1)
-                for key, item in value.items()}  # fmt: skip
-    if isinstance(value, list) and depth < 100:
-        return [_text_keys(item, depth + 1) for item in value]
-    return value
+    """A header table with every key as text: py-amqp passes keys that are not UTF-8 as bytes.
+
+    The table itself comes back when every key already is text (the usual case): no copy.
+    """
+    if depth >= 100 or not isinstance(value, dict | list):
+        return value
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    fixed = {index: _text_keys(item, depth + 1) for index, item in items if isinstance(item, dict | list)}
+    fixed = {index: item for index, item in fixed.items() if item is not value[index]}
+    if isinstance(value, list):
+        return [fixed.get(i, item) for i, item in enumerate(value)] if fixed else value
+    if not fixed and all(type(key) is str for key in value):
+        return value
+    return {body_text(key) if isinstance(key, bytes) else str(key): fixed.get(key, item)
+            for key, item in value.items()}  # fmt: skip
 
 
 def _envelope_inner(value: Any) -> Any:

@@ -175,8 +175,7 @@ class Supervisor:
         elif status != self._last_status and self._ready_sent:
             self._last_status = status
             self.notifier.status(status)
-        now = time.monotonic()
-        wedged = [c.binding.name for c in consumers if c.is_wedged(now, self._wedged_grace)]
+        wedged = self.wedged()
         if wedged:
             self._log.error("bindings_wedged", bindings=wedged)
             return
