@@ -123,3 +123,26 @@ def test_a_password_with_any_character(broker_user, start_bridged, tmp_path, uid
     encoded.wait_event("consuming")
     for text in (encoded.stderr_path.read_text(), from_file.stderr_path.read_text()):
         assert password not in text and quote(password, safe="") not in text
+
+
+def test_the_installed_package_holds_every_module(tmp_path):
+    """Every module of the source tree imports from the install (not the checkout), and its `bridged` script runs.
+
+    The tests start `python -m bridged` from the checkout, which would hide a
+    subpackage missing from the wheel (it happened: bridged/sinks/).
+    """
+    modules = sorted(
+        ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for path in (REPO / "bridged").rglob("*.py")
+        if path.name != "__main__.py"  # importing it runs bridged
+    )
+    script = Path(sys.executable).parent / "bridged"
+    assert script.exists(), f"{script}: install the project into this venv as the README says"
+    outside = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+    imported = subprocess.run([sys.executable, "-c", code, *modules], cwd=tmp_path, env=outside,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert imported.returncode == 0, imported.stderr.strip().splitlines()[-1:]
+    version = subprocess.run([str(script), "--version"], cwd=tmp_path, env=outside,
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert version.returncode == 0 and version.stdout.startswith("bridged "), version.stderr
