@@ -10,22 +10,26 @@ failure drops what is unwritten, which the broker requeues, and reconnects.
 
 from __future__ import annotations
 
-import socket
-import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import amqp
 from amqp import exceptions as amqp_errors
-from kombu.connection import Connection as KombuConnection
 
 from bridged.amqpio import FrameWaiter, enable_read_ahead, tolerate_undecodable_properties
 from bridged.backoff import Backoff
-from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig, Source, TLSConfig
+from bridged.broker import (
+    CONNECTION_ERRORS,
+    REFUSED_ERRORS,
+    RefusedWithHint,
+    connect,
+    declare_queue,
+    io_timeout,
+    refusal_hint,
+)
+from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig, Source
 from bridged.filters import compile_filter
 from bridged.formats import make_formatter, notification_meta, safe_line
 from bridged.log import get_logger
@@ -40,15 +44,6 @@ from bridged.stats import BindingStats, failure_reason
 IDLE_WAKEUP = 1.0
 # A clean close waits this long for the broker's close-ok before dropping the socket.
 CLOSE_TIMEOUT = 2.0
-# With heartbeats off, a broker that hangs mid-declare is still given up after this.
-IO_TIMEOUT_WITHOUT_HEARTBEAT = 60.0
-
-
-def io_timeout(broker: BrokerConfig) -> float:
-    """Socket read/write timeout outside the drain loop (declares, acks, close)."""
-    return max(2 * broker.heartbeat, 5.0) if broker.heartbeat else IO_TIMEOUT_WITHOUT_HEARTBEAT
-
-
 # While a binding's exchange does not exist yet, check again this often: the
 # binding is in place within about this long of its service declaring it.
 EXCHANGE_POLL = 0.5
@@ -64,7 +59,6 @@ class _SinkClosed(Exception):
 
 EXIT_GAVE_UP = 3  # a binding reached reconnect.max_attempts
 EXIT_OUTPUT_CLOSED = 4  # stdout was closed by its reader (`bridged ... | head`)
-HOSTNAME = socket.gethostname()
 
 
 def _is_consumer_timeout(exc: BaseException) -> bool:
@@ -73,50 +67,7 @@ def _is_consumer_timeout(exc: BaseException) -> bool:
     return isinstance(exc, amqp_errors.PreconditionFailed) and "acknowledgement" in text and "timed out" in text
 
 
-class RefusedWithHint(Exception):
-    """The broker refused a declaration; the message says which config key to change."""
-
-
-@contextmanager
-def _refusal_hint(hint: str) -> Iterator[None]:
-    """Turn a 406 PRECONDITION_FAILED from the declaration inside into one that names the key to change."""
-    try:
-        yield
-    except amqp_errors.PreconditionFailed as exc:
-        raise RefusedWithHint(f"{hint} ({exc.reply_text or exc})") from exc
-
-
 tolerate_undecodable_properties()
-
-# The broker refused what we asked for: retrying at once will not help.
-REFUSED_ERRORS: tuple[type[BaseException], ...] = (
-    RefusedWithHint,
-    ssl.SSLCertVerificationError,  # wrong CA or host name: a config matter, not a blip
-    amqp_errors.AccessRefused,
-    amqp_errors.NotFound,
-    amqp_errors.PreconditionFailed,
-    amqp_errors.NotAllowed,
-    amqp_errors.InvalidPath,
-)
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    amqp_errors.AMQPError,
-)
-
-
-def tls_options(tls: TLSConfig, url: str) -> dict[str, Any]:
-    """py-amqp's ssl options: verify chain and host name unless verify is false."""
-    options: dict[str, Any] = {}
-    if tls.cert_file:
-        options.update(certfile=tls.cert_file, keyfile=tls.key_file)
-    if not tls.verify:
-        # no server_hostname key at all: kombu would fill one in and turn the host check back on
-        options["cert_reqs"] = ssl.CERT_NONE
-        return options
-    options.update(cert_reqs=ssl.CERT_REQUIRED, server_hostname=tls.server_hostname or urlsplit(url).hostname)
-    if tls.ca_file:
-        options["ca_certs"] = tls.ca_file
-    return options
 
 
 class BindingConsumer:
@@ -293,19 +244,7 @@ class BindingConsumer:
             self._close(conn, clean)
 
     def _connect(self, url: str) -> amqp.Connection:
-        timeout = io_timeout(self.broker)
-        # Named in the broker (rabbitmqctl list_connections name, the management UI).
-        properties = {"connection_name": f"bridged {self.binding.name}@{HOSTNAME}"}
-        client = KombuConnection(  # type: ignore[no-untyped-call]
-            url,
-            heartbeat=self.broker.heartbeat,
-            connect_timeout=self.broker.connect_timeout,
-            transport_options={"read_timeout": timeout, "write_timeout": timeout, "client_properties": properties},
-            ssl=tls_options(self.broker.tls, url) if url.startswith("amqps://") else False,
-        )
-        # One attempt, no hidden kombu retry loop: our own backoff decides.
-        conn: amqp.Connection = client.transport.establish_connection()
-        return conn
+        return connect(self.broker, url, self.binding.name)
 
     def _declare(self, conn: amqp.Connection, channel: amqp.Channel) -> amqp.Channel:
         """Check or declare the exchanges, declare the queue and bind it, on every connect.
@@ -321,14 +260,7 @@ class BindingConsumer:
             present, self._missing = list(b.sources), []
         else:
             channel, present, self._missing = self._await_exchanges(conn, channel)
-        with _refusal_hint(
-            f"queue {b.queue!r} exists with other settings: make bindings.{b.name}.durable, auto_delete, exclusive "
-            f"and queue_arguments match it (rabbitmqctl list_queues name arguments), or delete the queue"
-        ):
-            declared = channel.queue_declare(
-                b.queue, durable=b.durable, exclusive=b.exclusive, auto_delete=b.auto_delete,
-                arguments=dict(b.queue_arguments) or None,
-            )  # fmt: skip
+        declared = declare_queue(channel, b)
         if declared.consumer_count:
             # Another instance with this binding, or another program: each gets a share of the messages.
             self._log.warning("queue_shared", consumers=declared.consumer_count,
@@ -343,7 +275,7 @@ class BindingConsumer:
     def _create_exchange(self, channel: amqp.Channel, source: Source) -> None:
         """exchange_declare: create, for an exchange bridged owns; a 406 names the keys to change."""
         b = self.binding
-        with _refusal_hint(
+        with refusal_hint(
             f"exchange {source.exchange!r} exists with other settings: make {source.where}.exchange_type and "
             f"bindings.{b.name}.exchange_durable match it, or set bindings.{b.name}.exchange_declare: passive"
         ):

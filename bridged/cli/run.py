@@ -1,4 +1,4 @@
-"""Command line: arguments and exit codes; the only place that prints to the user."""
+"""`bridged --config FILE`: run the daemon (foreground, --daemon) or --check its config."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bridged import __version__
+from bridged.cli.common import EXIT_CONFIG, EXIT_INTERNAL, fail
 from bridged.config import Config, ConfigError, describe, load_config
 from bridged.config import warnings as config_warnings
 from bridged.log import LOG_FORMATS, LOG_LEVELS, configure, get_logger
-
-EXIT_INTERNAL = 1
-EXIT_CONFIG = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,19 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"bridged: {message}", file=sys.stderr)
-    return code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.config:
-        return _fail("error: --config PATH is required (see bridged --help)", EXIT_CONFIG)
+        return fail("error: --config PATH is required (see bridged --help)", EXIT_CONFIG)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        return _fail(f"config error in {args.config}: {exc}", EXIT_CONFIG)
+        return fail(f"config error in {args.config}: {exc}", EXIT_CONFIG)
     if args.check:
         print(describe(config))
         for warning in config_warnings(config):
@@ -79,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.daemon:
             problem = check_daemon_log(args.log_file)
             if problem:
-                return _fail(problem, EXIT_CONFIG)
+                return fail(problem, EXIT_CONFIG)
             return daemonize(pidfile, lambda ready: _serve(config, args, log_stream_for_daemon(args.log_file), ready))
         if pidfile is not None:
             pidfile.acquire()
@@ -91,9 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if pidfile is not None:
                 pidfile.release()
     except PidfileError as exc:
-        return _fail(str(exc), EXIT_INTERNAL)
+        return fail(str(exc), EXIT_INTERNAL)
     except OSError as exc:
-        return _fail(f"cannot start: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), EXIT_INTERNAL)
+        return fail(f"cannot start: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), EXIT_INTERNAL)
 
 
 def _serve(config: Config, args: argparse.Namespace, log_stream: object, ready: Callable[[], None]) -> int:
@@ -109,4 +102,4 @@ def _serve(config: Config, args: argparse.Namespace, log_stream: object, ready: 
         return 130
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback, for the operator
         get_logger().exception("internal_error")  # the traceback goes to bridged's log only
-        return _fail(f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)
+        return fail(f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)
