@@ -19,6 +19,7 @@ from amqp import exceptions as amqp_errors
 from kombu.connection import Connection as KombuConnection
 
 from bridged.config import BindingConfig, BrokerConfig, TLSConfig
+from bridged.secrets import mask_text, url_password
 
 # With heartbeats off, a broker that hangs mid-declare is still given up after this.
 IO_TIMEOUT_WITHOUT_HEARTBEAT = 60.0
@@ -103,3 +104,44 @@ def declare_queue(channel: amqp.Channel, binding: BindingConfig) -> Any:
             binding.queue, durable=binding.durable, exclusive=binding.exclusive, auto_delete=binding.auto_delete,
             arguments=dict(binding.queue_arguments) or None,
         )  # fmt: skip
+
+
+def describe_error(exc: BaseException, passwords: tuple[str, ...]) -> str:
+    """One line for a log or the terminal, with no password in it (py-amqp errors can quote the URL)."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, RefusedWithHint):
+        return mask_text(text, passwords)
+    return mask_text(f"{type(exc).__name__}: {text}", passwords)
+
+
+def passwords_of(broker: BrokerConfig) -> tuple[str, ...]:
+    """The passwords in *broker*'s URLs, to mask wherever an error might quote one."""
+    return tuple(url_password(url) for url in broker.urls)
+
+
+def first_connection(broker: BrokerConfig, name: str) -> tuple[amqp.Connection, str]:
+    """Connect to the first of *broker*'s URLs that answers (a tool's one try); raises the last error.
+
+    A refusal (wrong password, no such vhost) is raised at once: the next node would say the same.
+    """
+    error: BaseException | None = None
+    for url in broker.urls:
+        try:
+            return connect(broker, url, name), url
+        except REFUSED_ERRORS:
+            raise
+        except CONNECTION_ERRORS as exc:
+            error = exc
+    assert error is not None
+    raise error
+
+
+def exchange_exists(conn: amqp.Connection, exchange: str) -> bool:
+    """A passive declare on a channel of its own (a 404 closes the channel); the type is not compared."""
+    channel = conn.channel()
+    try:
+        channel.exchange_declare(exchange, "topic", passive=True)
+    except amqp_errors.NotFound:
+        return False
+    channel.close()
+    return True

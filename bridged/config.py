@@ -501,6 +501,11 @@ def _broker(section: _Section) -> BrokerConfig:
     return broker
 
 
+def broker_from_url(url: str, where: str = "--url") -> BrokerConfig:
+    """The broker settings of a tool given only a URL: the config file's defaults, *url* checked as in the file."""
+    return BrokerConfig(urls=(_broker_url(url, where),), heartbeat=30.0, connect_timeout=10.0)
+
+
 def _tls(section: _Section) -> TLSConfig:
     tls = TLSConfig(
         verify=section.get("verify", _boolean, True),
@@ -701,6 +706,11 @@ def _format(value: Any, where: str) -> str:
     except TemplateError as exc:
         raise ConfigError(where, str(exc)) from None
     return text
+
+
+def check_format(value: str, where: str) -> str:
+    """*value* as a binding's format (a name or a template), or ConfigError naming *where*."""
+    return _format(value, where)
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:

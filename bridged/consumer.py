@@ -23,10 +23,11 @@ from bridged.backoff import Backoff
 from bridged.broker import (
     CONNECTION_ERRORS,
     REFUSED_ERRORS,
-    RefusedWithHint,
     connect,
     declare_queue,
+    describe_error,
     io_timeout,
+    passwords_of,
     refusal_hint,
 )
 from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig, Source
@@ -35,7 +36,7 @@ from bridged.formats import make_formatter, notification_meta, safe_line
 from bridged.log import get_logger
 from bridged.poison import RedeliveryCounter
 from bridged.redact import Redactor
-from bridged.secrets import mask_text, mask_url, url_password
+from bridged.secrets import mask_url
 from bridged.sinks import LineMeta, Sink, SinkClosed, SinkError
 from bridged.stats import BindingStats, failure_reason
 
@@ -117,7 +118,7 @@ class BindingConsumer:
         self._wants_meta = any(sink.wants_meta for sink in self.sinks)
         self._meta: list[LineMeta] = []
         self._log = get_logger(binding=binding.name, queue=binding.queue)
-        self._passwords = tuple(url_password(url) for url in broker.urls)
+        self._passwords = passwords_of(broker)
         self._thread = threading.Thread(target=self.run, name=f"binding-{binding.name}", daemon=True)
         self._lines: list[bytes] = []
         self._written = [0] * len(self.sinks)  # per sink: how much of the held batch it took
@@ -217,10 +218,7 @@ class BindingConsumer:
             self._on_fatal(self, exit_code)
 
     def _describe(self, exc: BaseException) -> str:
-        text = str(exc) or type(exc).__name__
-        if isinstance(exc, RefusedWithHint):
-            return mask_text(text, self._passwords)
-        return mask_text(f"{type(exc).__name__}: {text}", self._passwords)
+        return describe_error(exc, self._passwords)
 
     def _session(self, url: str, connect_backoff: Backoff) -> None:
         """One connection's life: returns when asked to stop, raises on any failure."""

@@ -12,7 +12,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -42,10 +42,23 @@ EXIT_OK = 0
 class Supervisor:
     """Owns the consumers, the sinks and the process's signals."""
 
-    def __init__(self, config: Config, notifier: Notifier | None = None, health_file: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        notifier: Notifier | None = None,
+        health_file: str | None = None,
+        sinks: Mapping[str, Sink] | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> None:
+        """*sinks* replace the ones the config declares, and *until* (checked about once a second)
+        ends the run with exit 0: a tool such as `bridged tail` runs on the daemon's machinery.
+        Either one means the config is not a file to reload on SIGHUP."""
         self.config = config
         self.health_file = health_file
         self.sinks: dict[str, Sink] = {}
+        self._given_sinks = sinks
+        self._until = until
+        self._reloadable = sinks is None and until is None
         self.consumers: dict[str, BindingConsumer] = {}
         self.notifier = notifier or Notifier()
         self._signals: list[int] = []
@@ -68,7 +81,10 @@ class Supervisor:
         for warning in config_warnings(self.config):
             self._log.warning("config_warning", warning=warning)
         self._start_metrics(self.config.metrics)  # first: a taken address fails the start, not later
-        self.sinks = {name: build_sink(cfg) for name, cfg in self.config.sinks.items()}
+        if self._given_sinks is not None:
+            self.sinks = dict(self._given_sinks)
+        else:
+            self.sinks = {name: build_sink(cfg) for name, cfg in self.config.sinks.items()}
         for binding in self.config.bindings.values():
             self._start_consumer(binding)
         self._log.info("started", bindings=len(self.consumers), sinks=len(self.sinks), config=self.config.path)
@@ -78,6 +94,8 @@ class Supervisor:
             self._dispatch_signals()
             self._report()
             self._log_stats()
+            if self._until is not None and self._until():
+                self._stopping = True
         return self._shutdown()
 
     # -- metrics and the stats line --------------------------------------------
@@ -220,6 +238,10 @@ class Supervisor:
 
     def _consumer_failed(self, consumer: BindingConsumer, exit_code: int) -> None:
         """Called from a consumer's thread (gave up, or its output closed): stop with *exit_code*."""
+        self.request_stop(exit_code)
+
+    def request_stop(self, exit_code: int = EXIT_OK) -> None:
+        """Stop soon with *exit_code*; safe from any thread (a tool's sink that has its count)."""
         self._exit_code = exit_code
         self._stopping = True
         self._wake()
@@ -229,6 +251,8 @@ class Supervisor:
         reopen_log()
         for sink in self.sinks.values():
             sink.reopen()
+        if not self._reloadable:
+            return
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:

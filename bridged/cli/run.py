@@ -7,19 +7,25 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bridged import __version__
-from bridged.cli.common import EXIT_CONFIG, EXIT_INTERNAL, fail
+from bridged.cli.common import EXIT_CONFIG, EXIT_INTERNAL, Parser, fail
 from bridged.config import Config, ConfigError, describe, load_config
 from bridged.config import warnings as config_warnings
 from bridged.log import LOG_FORMATS, LOG_LEVELS, configure, get_logger
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="bridged",
         description="Bridge AMQP queues to log files, stdout and syslog; ack only what the sinks took.",
     )
     parser.add_argument("--config", "-c", metavar="PATH", help="YAML config file")
     parser.add_argument("--check", action="store_true", help="validate the config and exit (0 valid, 2 invalid)")
+    parser.add_argument(
+        "--connect",
+        action="store_true",
+        help="with --check: also log in with every broker URL, check each binding's exchanges and queue, and "
+        "probe each sink (as this user), changing nothing",
+    )
     parser.add_argument(
         "--daemon",
         action="store_true",
@@ -42,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     parser.add_argument("--version", action="version", version=f"bridged {__version__}")
+    parser.epilog = (
+        "tools: bridged tail EXCHANGE [KEY ...] (watch what flows), bridged publish EXCHANGE KEY [BODY] "
+        "(send test messages); see bridged tail --help"
+    )
     return parser  # fmt: skip
 
 
@@ -53,11 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         return fail(f"config error in {args.config}: {exc}", EXIT_CONFIG)
+    if args.connect and not args.check:
+        return fail("error: --connect goes with --check", EXIT_CONFIG)
     if args.check:
-        print(describe(config))
-        for warning in config_warnings(config):
-            print(f"bridged: warning: {warning}", file=sys.stderr)
-        return 0
+        return _check(config, args.connect)
     from bridged.daemon import (
         Pidfile,
         PidfileError,
@@ -87,6 +96,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc), EXIT_INTERNAL)
     except OSError as exc:
         return fail(f"cannot start: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), EXIT_INTERNAL)
+
+
+def _check(config: Config, connect: bool) -> int:
+    """--check [--connect]: the summary line and warnings; with --connect, one line per problem, exit 2 if any."""
+    for warning in config_warnings(config):
+        print(f"bridged: warning: {warning}", file=sys.stderr)
+    if not connect:
+        print(describe(config))
+        return 0
+    from bridged.preflight import problems
+
+    found = problems(config)
+    for problem in found:
+        print(f"bridged: {config.path}: {problem}", file=sys.stderr)
+    if found:
+        return EXIT_CONFIG
+    print(f"{describe(config)}; connected: {len(config.broker.urls)} broker URLs, {len(config.bindings)} bindings "
+          f"and {len(config.sinks)} sinks checked")  # fmt: skip
+    return 0
 
 
 def _serve(config: Config, args: argparse.Namespace, log_stream: object, ready: Callable[[], None]) -> int:

@@ -38,6 +38,9 @@ class Sink(Protocol):
     def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
         """Deliver every line or raise SinkError."""
 
+    def probe(self) -> str | None:
+        """Why a line could not be written now, found without writing one (check --connect); None if it could."""
+
     def reopen(self) -> None:
         """Reopen files on the next write (SIGHUP, logrotate)."""
 
@@ -97,3 +100,23 @@ class LineWriter:
                 taken += 1
             exc.taken = taken  # type: ignore[attr-defined]
             raise
+
+
+def probe_path(path: str) -> str | None:
+    """Why this user could not append to (or create, with its directories) a file at *path*; None if it could."""
+    if os.path.exists(path):
+        if not os.path.isfile(path):
+            return f"{path} is not a regular file"
+        return None if os.access(path, os.W_OK) else f"{path} is not writable by this user"
+    return probe_directory(os.path.dirname(os.path.abspath(path)), f"cannot create {path}")
+
+
+def probe_directory(directory: str, doing: str = "cannot create files") -> str | None:
+    """Why files could not be created in *directory* (made with its parents if missing); None if they could."""
+    while not os.path.exists(directory):  # the sinks create missing directories: the first existing one decides
+        directory = os.path.dirname(directory)
+    if not os.path.isdir(directory):
+        return f"{doing}: {directory} is not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{doing}: {directory} is not writable by this user"
+    return None

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from bridged.sinks.base import LineMeta, LineWriter, SinkError, reason
+from bridged.sinks.base import LineMeta, LineWriter, SinkError, probe_path, reason
 
 # New log files: owner writes, group (e.g. adm) reads, others nothing.
 FILE_MODE = 0o640
@@ -80,6 +80,9 @@ class FileSink:
     def holds_cut_line(self) -> bool:
         """Part of a line is in the file and its rest waits here for the next write."""
         return bool(self._writer.rest)
+
+    def probe(self) -> str | None:
+        return probe_path(self.path)
 
     def reopen(self) -> None:
         self._reopen_requested = True

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
 
-from bridged.sinks.base import LineMeta, SinkError
+from bridged.sinks.base import LineMeta, SinkError, probe_directory
 from bridged.sinks.file import FileSink
 
 META_FIELDS = ("binding", "exchange", "routing_key", "event_type", "publisher_id", "priority")
@@ -160,6 +160,9 @@ class PathTemplateSink:
 
     def open_files(self) -> int:
         return len(self._files)
+
+    def probe(self) -> str | None:
+        return probe_directory(self.base, f"cannot create files under {self.base}")
 
     def reopen(self) -> None:
         with self._lock:

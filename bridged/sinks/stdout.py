@@ -28,6 +28,9 @@ class StdoutSink:
             except OSError as exc:
                 raise SinkError(f"cannot write to stdout: {reason(exc)}", getattr(exc, "taken", 0)) from exc
 
+    def probe(self) -> str | None:
+        return None  # whoever reads bridged's stdout (journald, docker) is there only at run time
+
     def reopen(self) -> None:
         pass
 

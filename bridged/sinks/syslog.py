@@ -184,6 +184,19 @@ class SyslogSink:
             self._sock.close()
             self._sock = None
 
+    def probe(self) -> str | None:
+        """Connect and close: a socket path with no listener, an unresolvable host or a closed TCP port show.
+
+        UDP gives no answer, so a UDP address is only resolved."""
+        with self._lock:
+            try:
+                self._connect()
+            except OSError as exc:
+                return f"cannot reach syslog {self.address}: {reason(exc)}"
+            finally:
+                self._close_socket()
+        return None
+
     def reopen(self) -> None:
         self._reconnect_requested = True
 

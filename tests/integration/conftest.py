@@ -136,6 +136,16 @@ def broker() -> Iterator[Broker]:
     b.cleanup()
 
 
+@pytest.fixture
+def vhost(uid: str) -> Iterator[str]:
+    """A fresh vhost: a broker of its own as far as exchanges and queues go (guest may use it)."""
+    name = f"bridged-test-{uid}"
+    rabbitmqctl("add_vhost", name)
+    rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    yield name
+    subprocess.run(["rabbitmqctl", "delete_vhost", name], capture_output=True, timeout=120)
+
+
 class Bridged:
     """A started `python -m bridged` process with its config, stdout and stderr in files."""
 

@@ -148,6 +148,15 @@ def test_no_config_argument():
     assert "--config" in result.stderr
 
 
+@pytest.mark.parametrize("args", [("--bogus",), ("--config",), ("--log-level", "loud"), ("publish", "--count", "x")])
+def test_argument_mistakes_get_one_line(args):
+    """argparse's usage block is replaced by one line naming the mistake (exit 2)."""
+    result = run(*args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "error:" in result.stderr, result.stderr
+    assert "--help" in result.stderr
+
+
 def test_unreachable_broker_is_retried_then_gives_up_with_masked_password(tmp_path):
     """A down broker is retried with backoff (not fatal); max_attempts ends it with exit 3; no password logged."""
     config = valid(tmp_path)

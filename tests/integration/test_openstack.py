@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,15 +50,6 @@ class OsloErrors(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record.getMessage()[:300])
-
-
-@pytest.fixture
-def vhost(uid: str) -> Iterator[str]:
-    name = f"bridged-os-{uid}"
-    rabbitmqctl("add_vhost", name)
-    rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    yield name
-    subprocess.run(["rabbitmqctl", "delete_vhost", name], capture_output=True, timeout=120)
 
 
 @pytest.fixture

@@ -1,0 +1,253 @@
+"""`bridged tail EXCHANGE [ROUTING_KEY ...]`: print what flows through an exchange, as bridged would log it.
+
+It runs the daemon's own machinery (supervisor, consumer, formats, stdout
+sink) on one binding whose queue is its own: exclusive, auto-delete and
+bounded, so it takes a copy of the traffic, never messages from anyone's
+queue, and leaves nothing behind, even after kill -9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from bridged.broker import (
+    CONNECTION_ERRORS,
+    HOSTNAME,
+    REFUSED_ERRORS,
+    describe_error,
+    exchange_exists,
+    first_connection,
+    passwords_of,
+)  # fmt: skip
+from bridged.cli.common import (
+    EXIT_CONFIG,
+    Parser,
+    Target,
+    UsageError,
+    add_broker_options,
+    fail,
+    positive_float,
+    positive_int,
+    resolve_target,
+)
+from bridged.config import (
+    BindingConfig,
+    Config,
+    ConfigError,
+    MetricsConfig,
+    SinkConfig,
+    Source,
+    check_format,
+)  # fmt: skip
+from bridged.log import LOG_LEVELS, configure
+from bridged.redact import DEFAULT_REDACT_KEYS
+from bridged.secrets import mask_url
+from bridged.sinks import LineMeta, SinkClosed, StdoutSink
+
+# Deliveries in flight to a terminal: enough for a burst, few to print twice after a reconnect.
+TAIL_PREFETCH = 100
+# The tail queue's bound: a tail that falls this far behind (a paused terminal)
+# loses the oldest messages rather than growing in the broker's memory.
+TAIL_QUEUE_MAX_LENGTH = 100_000
+DEFAULT_FORMAT = "json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="bridged tail",
+        description="Print the messages that flow through an exchange, formatted as bridged would log them. It "
+        "reads a copy through a temporary queue of its own, so it never takes messages from another consumer. "
+        "Exits 0 after --count messages, after --timeout seconds without one, or on Ctrl-C.",
+    )
+    add_broker_options(parser)
+    parser.add_argument(
+        "exchange", metavar="EXCHANGE", nargs="?", help="the exchange to watch (it must exist: tail never creates one)"
+    )
+    parser.add_argument(
+        "routing_keys",
+        metavar="ROUTING_KEY",
+        nargs="*",
+        help="binding keys (default '#': everything on a topic or fanout exchange; a direct exchange needs its keys)",
+    )
+    parser.add_argument(
+        "--binding",
+        metavar="NAME",
+        help="watch what this binding of --config receives: its exchanges, keys, format and filter",
+    )
+    parser.add_argument(
+        "--format",
+        "-f",
+        metavar="FORMAT",
+        help=f"raw, json, oslo or a template such as '{{routing_key}} {{event_type}}' "
+        f"(default: the binding's, else {DEFAULT_FORMAT})",
+    )
+    parser.add_argument("--count", "-n", type=positive_int, metavar="N", help="exit after N messages")
+    parser.add_argument(
+        "--timeout", type=positive_float, metavar="SECONDS", help="exit after this long without a message"
+    )
+    parser.add_argument(
+        "--no-redact",
+        action="store_true",
+        help="show tokens and passwords in json, oslo and template lines (masked by default)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="warning",
+        help="bridged's own messages on stderr (default warning: reconnects, a missing exchange)",
+    )
+    return parser  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.binding and not args.config:
+        parser.error("--binding NAME takes the binding from --config FILE")
+    if args.binding and (args.exchange or args.routing_keys):
+        parser.error("give EXCHANGE [ROUTING_KEY ...] or --binding NAME, not both")
+    if not args.binding and not args.exchange:
+        parser.error("name the EXCHANGE to watch (or --config FILE --binding NAME)")
+    try:
+        target = resolve_target(args)
+        binding = tail_binding(args, target)
+    except UsageError as exc:
+        return fail(str(exc), EXIT_CONFIG)
+    problem = _missing_exchange(target, binding)
+    if problem:
+        return fail(problem, EXIT_CONFIG)
+    configure("console", args.log_level)
+    from bridged.supervisor import Supervisor  # after logging is configured
+
+    config = Config(
+        path=args.config or "<bridged tail>",
+        broker=target.broker,
+        reconnect=target.reconnect,
+        sinks={"stdout": SinkConfig("stdout", "stdout")},
+        bindings={binding.name: binding},
+        metrics=MetricsConfig(listen=None, stats_interval=0),
+    )
+    output = LimitedOutput(args.count)
+    supervisor = Supervisor(config, sinks={"stdout": output}, until=output.idle_for(args.timeout))
+    output.on_done = supervisor.request_stop
+    return supervisor.run()
+
+
+def _missing_exchange(target: Target, binding: BindingConfig) -> str | None:
+    """A refused login or an exchange that does not exist, found at once (a typo should not wait forever).
+
+    A broker that cannot be reached is no such problem: tail then retries like the daemon.
+    """
+    try:
+        conn, url = first_connection(target.broker, "tail")
+    except REFUSED_ERRORS as exc:
+        return f"the broker refused the login: {describe_error(exc, passwords_of(target.broker))}"
+    except CONNECTION_ERRORS:
+        return None
+    try:
+        missing = [s.exchange for s in binding.sources if not exchange_exists(conn, s.exchange)]
+    except CONNECTION_ERRORS:
+        return None
+    finally:
+        conn.collect()
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        return f"exchange {names} does not exist on {mask_url(url)} (tail never creates one)"
+    return None
+
+
+def tail_binding(args: argparse.Namespace, target: Target) -> BindingConfig:
+    """A binding on a private queue: exclusive (deleted with its connection), auto-delete, bounded."""
+    if args.binding:
+        assert target.config is not None
+        chosen = target.config.bindings.get(args.binding)
+        if chosen is None:
+            names = ", ".join(sorted(target.config.bindings))
+            raise UsageError(f"--binding {args.binding!r} is not a binding of {args.config} (it has: {names})")
+        sources, fmt, redact = chosen.sources, chosen.format, chosen.redact
+        keep, drop = chosen.keep, chosen.drop
+    else:
+        keys = tuple(args.routing_keys) or ("#",)
+        sources = (Source(args.exchange, "topic", keys, "EXCHANGE"),)
+        fmt, redact, keep, drop = DEFAULT_FORMAT, DEFAULT_REDACT_KEYS, {}, {}
+    if args.format is not None:
+        try:
+            fmt = check_format(args.format, "--format")
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+    return BindingConfig(
+        name=f"tail {args.binding}" if args.binding else "tail",
+        sources=sources,
+        exchange_durable=False,
+        exchange_declare="passive",  # never create (or alter) an exchange
+        queue=f"bridged.tail.{HOSTNAME}.{os.getpid()}.{secrets.token_hex(3)}",
+        durable=False,
+        auto_delete=True,
+        exclusive=True,
+        queue_arguments={"x-max-length": TAIL_QUEUE_MAX_LENGTH},
+        prefetch=TAIL_PREFETCH,
+        batch_size=TAIL_PREFETCH // 4,
+        batch_delay=0.02,
+        sinks=("stdout",),
+        format=fmt,
+        sink_formats=(fmt,),
+        redact=None if args.no_redact else redact,
+        keep=keep,
+        drop=drop,
+    )
+
+
+class LimitedOutput:
+    """stdout that takes at most *count* lines, then asks to stop; a closed reader (`| head`) ends it quietly."""
+
+    name = "stdout"
+    wants_meta = False
+
+    def __init__(self, count: int | None) -> None:
+        self._stdout = StdoutSink("stdout")
+        self._left = count
+        self._lock = threading.Lock()
+        self._closed = False
+        self.last_line = time.monotonic()  # when a line was last written (or the start)
+        self.on_done: Callable[[], None] | None = None  # set to the supervisor's request_stop
+
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
+        with self._lock:
+            if self._closed:
+                return  # after the count, or once the reader left: taken (acked), not shown
+            take = lines if self._left is None else lines[: self._left]
+            try:
+                self._stdout.write(take)
+            except SinkClosed:
+                self._done()
+                return
+            self.last_line = time.monotonic()
+            if self._left is not None:
+                self._left -= len(take)
+                if self._left == 0:
+                    self._done()
+
+    def _done(self) -> None:
+        self._closed = True
+        if self.on_done is not None:
+            self.on_done()
+
+    def idle_for(self, seconds: float | None) -> Callable[[], bool] | None:
+        """A check for the supervisor: True once no line came for *seconds* (None: never)."""
+        if seconds is None:
+            return None
+        return lambda: time.monotonic() - self.last_line >= seconds
+
+    def probe(self) -> str | None:
+        return None
+
+    def reopen(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
