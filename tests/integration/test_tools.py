@@ -340,3 +340,15 @@ def test_check_connect_passes_on_the_shipped_example(vhost, tmp_path):
     result = tool("--config", str(config), "--check", "--connect")
     assert result.returncode == 0, result.stderr
     assert "OK (2 bindings, 2 sinks" in result.stdout and "connected" in result.stdout
+
+
+def test_tail_killed_with_sigkill_leaves_no_queue(vhost, tmp_path, tails):
+    """kill -9 of tail: the broker deletes its exclusive queue with the connection."""
+    conn, channel = pika_channel(vhost)
+    channel.exchange_declare("events", "topic")
+    conn.close()
+    tail = start_tail(tails, tmp_path, vhost, "--url", vhost_url(vhost), "events")
+    assert len(tail_queues(vhost)) == 1
+    tail.proc.kill()
+    tail.wait()
+    wait_until(lambda: tail_queues(vhost) == {}, RUN_LIMIT, "the tail queue gone", interval=0.3)
