@@ -9,7 +9,8 @@ from bridged.sinks.base import LineMeta, LineWriter, Sink, SinkClosed, SinkError
 from bridged.sinks.file import FileSink
 from bridged.sinks.paths import PathTemplateSink
 from bridged.sinks.stdout import StdoutSink
-from bridged.sinks.syslog import SyslogSink, truncate_json
+from bridged.sinks.syslog import SyslogSink
+from bridged.sinks.syslogmsg import truncate_json
 
 __all__ = [
     "FileSink", "LineMeta", "LineWriter", "PathTemplateSink", "Sink", "SinkClosed", "SinkError", "StdoutSink",

@@ -9,7 +9,8 @@ import pytest
 
 from bridged.config import SinkConfig
 from bridged.formats import LineMeta, TemplateError, compile_template, make_formatter, notification_meta
-from bridged.sinks import SyslogSink, truncate_json
+from bridged.sinks import truncate_json
+from bridged.sinks.syslogmsg import SyslogMessages
 from tests.unit.test_formats import Delivery
 
 INNER = {
@@ -56,8 +57,8 @@ def test_meta_reads_oslo_2_and_bare_notifications():
     assert notification_meta(Delivery(b'{"priority": 3}'))[:2] == (None, None)
 
 
-def sink(**config) -> SyslogSink:
-    return SyslogSink(SinkConfig("s", "syslog", **{"address": "udp://127.0.0.1:514", **config}))
+def sink(**config) -> SyslogMessages:
+    return SyslogMessages(SinkConfig("s", "syslog", **{"address": "udp://127.0.0.1:514", **config}))
 
 
 @pytest.mark.parametrize(
@@ -67,7 +68,7 @@ def sink(**config) -> SyslogSink:
 )  # fmt: skip
 def test_priority_sets_the_severity(priority, severity):
     s = sink(facility=16)
-    middle, with_msgid = s._stamp()
+    middle, with_msgid = s.stamp()
     header = s.header(middle, with_msgid, LineMeta(priority, "compute.instance.create.end"))
     assert header.startswith(b"<%d>1 " % (16 * 8 + severity))
     assert header.endswith(b" compute.instance.create.end - ")
@@ -75,14 +76,14 @@ def test_priority_sets_the_severity(priority, severity):
 
 def test_msgid_is_cut_to_32_printable_characters():
     s = sink()
-    middle, with_msgid = s._stamp()
+    middle, with_msgid = s.stamp()
     header = s.header(middle, with_msgid, LineMeta("INFO", "a.very.long.event_type.that.goes.on.and on"))
     assert header.split(b" ")[-3] == b"a.very.long.event_type.that.goes"
 
 
 def test_local_format_has_no_hostname_and_no_version():
     s = sink(protocol="local", tag="nova")
-    middle, with_msgid = s._stamp()
+    middle, with_msgid = s.stamp()
     header = s.header(middle, with_msgid, LineMeta("ERROR", "x"))
     assert not with_msgid
     assert header.startswith(b"<11>") and b" nova[" in header and socket.gethostname().encode() not in header
