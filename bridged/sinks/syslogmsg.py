@@ -6,6 +6,7 @@ its transport's framing.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -22,10 +23,13 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 MSGID_MAX = 32
 
 
+@functools.lru_cache(maxsize=1024)  # per line, and a stream has few distinct event types
 def _msgid(event_type: str | None) -> bytes:
     if not event_type:
         return b"-"
-    text = "".join(c for c in event_type[:MSGID_MAX] if 33 <= ord(c) <= 126)
+    text = event_type[:MSGID_MAX]
+    if not (text.isascii() and text.isprintable() and " " not in text):
+        text = "".join(c for c in text if 33 <= ord(c) <= 126)
     return text.encode("ascii") or b"-"
 
 
