@@ -20,7 +20,7 @@ from bridged.redact import DEFAULT_REDACT_KEYS
 from bridged.secrets import mask_broker_url, mask_url
 
 EXCHANGE_TYPES = ("fanout", "direct", "topic")
-SINK_TYPES = ("file", "stdout", "syslog")
+SINK_TYPES = ("file", "stdout", "syslog", "relp")
 # local: the syslog(3) format rsyslog's imuxsock and journald parse on /dev/log.
 SYSLOG_PROTOCOLS = ("rfc5424", "rfc3164", "local")
 EXCHANGE_DECLARE = ("passive", "create")
@@ -35,6 +35,11 @@ MAX_CONFIG_DEPTH = 64
 MAX_MESSAGE = 1000
 # Larger than any duration or size a setting takes; bigger numbers would overflow a float.
 MAX_NUMBER = 1e12
+
+# RELP: rsyslog's imrelp listens here unless told otherwise.
+RELP_DEFAULT_PORT = 2514
+# RELP frames in flight before waiting for answers: librelp's own default window.
+RELP_DEFAULT_WINDOW = 128
 
 # The largest UDP payload over IPv4; unix datagram sockets refuse less than that.
 MAX_DATAGRAM = 65507
@@ -123,6 +128,8 @@ class SinkConfig:
     severity_map: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SEVERITY_MAP))
     format: str | None = None  # this sink's format; None: each binding's own
     max_open_files: int = 64  # a file sink whose path has {fields}: files open at once
+    window: int = RELP_DEFAULT_WINDOW  # relp: frames sent and not yet answered
+    tls: TLSConfig | None = None  # relp: TLS to the server (None: plain TCP)
 
 
 @dataclass(frozen=True)
@@ -626,28 +633,54 @@ def _sink_of_type(name: str, section: _Section) -> SinkConfig:
             sink = SinkConfig(name, kind, path=path)
     elif kind == "stdout":
         sink = SinkConfig(name, kind)
+    elif kind == "relp":
+        sink = _syslog_settings(
+            name, kind, section, section.get("address", _relp_address), ("rfc5424", "rfc3164"), "rfc5424",
+            window=section.get("window", _integer(1, 10_000), RELP_DEFAULT_WINDOW),
+            tls=_tls(section.section("tls")) if "tls" in section.raw else None,
+        )  # fmt: skip
     else:
         address = section.get("address", _syslog_address, "/dev/log")
         # A local socket speaks syslog(3)'s format (imuxsock and journald mis-parse RFC 5424 there).
         default_protocol = "local" if address.startswith("/") else "rfc5424"
-        sink = SinkConfig(
-            name,
-            kind,
-            address=address,
-            facility=SYSLOG_FACILITIES[section.get("facility", _choice(tuple(SYSLOG_FACILITIES)), "user")],
-            tag=section.get("tag", _syslog_tag, "bridged"),
-            protocol=section.get("protocol", _choice(SYSLOG_PROTOCOLS), default_protocol),
-            max_size=section.get("max_size", _integer(480, 1 << 20), 8192),
-            timeout=section.get("timeout", _number(0, strict=True), 5.0),
-            severity=SYSLOG_SEVERITIES[section.get("severity", _choice(tuple(SYSLOG_SEVERITIES)), "info")],
-            severity_map={**DEFAULT_SEVERITY_MAP, **section.get("severity_map", _severity_map, {})},
-        )
+        sink = _syslog_settings(name, kind, section, address, SYSLOG_PROTOCOLS, default_protocol)
     if kind == "syslog" and not sink.address.startswith("tcp://") and sink.max_size > MAX_DATAGRAM:
         raise ConfigError(
             _join(section.path, "max_size"),
             f"must be at most {MAX_DATAGRAM} for a datagram address (a larger datagram is refused, not truncated)",
         )
     return sink
+
+
+def _syslog_settings(name: str, kind: str, section: _Section, address: str, protocols: tuple[str, ...],
+                     default_protocol: str, **extra: Any) -> SinkConfig:  # fmt: skip
+    """The settings every syslog-speaking sink has: message format, severity, size, timeout."""
+    return SinkConfig(
+        name,
+        kind,
+        address=address,
+        facility=SYSLOG_FACILITIES[section.get("facility", _choice(tuple(SYSLOG_FACILITIES)), "user")],
+        tag=section.get("tag", _syslog_tag, "bridged"),
+        protocol=section.get("protocol", _choice(protocols), default_protocol),
+        max_size=section.get("max_size", _integer(480, 1 << 20), 8192),
+        timeout=section.get("timeout", _number(0, strict=True), 5.0),
+        severity=SYSLOG_SEVERITIES[section.get("severity", _choice(tuple(SYSLOG_SEVERITIES)), "info")],
+        severity_map={**DEFAULT_SEVERITY_MAP, **section.get("severity_map", _severity_map, {})},
+        **extra,
+    )
+
+
+def _relp_address(value: Any, where: str) -> str:
+    """tcp://host[:port] (port 2514 by default), normalised to carry its port."""
+    address = _name(value, where)
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(where, f"malformed RELP address {address!r}: {exc}") from None
+    if parts.scheme != "tcp" or not parts.hostname or port == 0 or parts.path not in ("", "/"):
+        raise ConfigError(where, f"{address!r} is not tcp://host or tcp://host:port")
+    return f"tcp://{parts.netloc}" if port else f"tcp://{parts.netloc}:{RELP_DEFAULT_PORT}"
 
 
 def _syslog_address(value: Any, where: str) -> str:

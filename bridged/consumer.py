@@ -485,6 +485,8 @@ class BindingConsumer:
                 except SinkError as exc:
                     written[index] = done + exc.taken  # lines it did take are not given again
                     stats.written[sink.name] += exc.taken
+                    if exc.unconfirmed:
+                        stats.unconfirmed[sink.name] += exc.unconfirmed
                     stats.sink_failures[(sink.name, failure_reason(exc))] += 1
                     raise
                 stats.write_latency[sink.name].observe(time.monotonic() - started)

@@ -77,6 +77,11 @@ class BridgedCollector(Collector):
             yield family
 
         written = CounterMetricFamily("bridged_lines_written", "Lines a sink took", labels=["binding", "sink"])
+        unconfirmed = CounterMetricFamily(
+            "bridged_lines_unconfirmed",
+            "Lines a sink sent but could not confirm (RELP, connection lost): sent again, maybe duplicated",
+            labels=["binding", "sink"],
+        )
         failures = CounterMetricFamily(
             "bridged_sink_failures", "Batches a sink failed to take, by reason", labels=["binding", "sink", "reason"]
         )
@@ -106,6 +111,8 @@ class BridgedCollector(Collector):
                 histogram = stats.write_latency.get(sink)
                 if histogram is not None:
                     latency.add_metric([b.name, sink], histogram.cumulative(), histogram.sum)
+            for sink, count in list(stats.unconfirmed.items()):
+                unconfirmed.add_metric([b.name, sink], count)
             for (sink, reason), count in list(stats.sink_failures.items()):
                 failures.add_metric([b.name, sink, reason], count)
             for reason, count in list(stats.reconnects.items()):
@@ -117,7 +124,7 @@ class BridgedCollector(Collector):
                 ready.add_metric([b.name, b.queue], stats.queue_ready)
             if stats.queue_consumers is not None:
                 consumers.add_metric([b.name, b.queue], stats.queue_consumers)
-        yield from (written, failures, reconnects, latency, consuming, unacked, last, ready, consumers)
+        yield from (written, unconfirmed, failures, reconnects, latency, consuming, unacked, last, ready, consumers)
 
 
 class Probes(Protocol):

@@ -51,6 +51,7 @@ class BindingStats:
         self.format_failures = 0
         self.written: defaultdict[str, int] = defaultdict(int)  # per sink
         self.sink_failures: defaultdict[tuple[str, str], int] = defaultdict(int)  # (sink, reason)
+        self.unconfirmed: defaultdict[str, int] = defaultdict(int)  # per sink: sent, unconfirmed, sent again
         self.reconnects: defaultdict[str, int] = defaultdict(int)  # per reason class
         self.write_latency: defaultdict[str, LatencyHistogram] = defaultdict(LatencyHistogram)  # per sink
         self.last_message_time = 0.0  # wall clock of the last batch written, 0 before the first
@@ -67,6 +68,7 @@ class BindingStats:
             "dead_lettered": self.dead_lettered,
             "format_failures": self.format_failures,
             "sink_failures": sum(self.sink_failures.values()),
+            "unconfirmed": sum(self.unconfirmed.values()),
             "reconnects": sum(self.reconnects.values()),
         }
 

@@ -8,13 +8,14 @@ from bridged.config import SinkConfig
 from bridged.sinks.base import LineMeta, LineWriter, Sink, SinkClosed, SinkError
 from bridged.sinks.file import FileSink
 from bridged.sinks.paths import PathTemplateSink
+from bridged.sinks.relp import RelpSink
 from bridged.sinks.stdout import StdoutSink
 from bridged.sinks.syslog import SyslogSink
 from bridged.sinks.syslogmsg import truncate_json
 
 __all__ = [
-    "FileSink", "LineMeta", "LineWriter", "PathTemplateSink", "Sink", "SinkClosed", "SinkError", "StdoutSink",
-    "SyslogSink", "build_sink", "build_sinks", "truncate_json",
+    "FileSink", "LineMeta", "LineWriter", "PathTemplateSink", "RelpSink", "Sink", "SinkClosed", "SinkError",
+    "StdoutSink", "SyslogSink", "build_sink", "build_sinks", "truncate_json",
 ]  # fmt: skip
 
 
@@ -26,6 +27,8 @@ def build_sink(config: SinkConfig) -> Sink:
         return FileSink(config.name, config.path)
     if config.type == "stdout":
         return StdoutSink(config.name)
+    if config.type == "relp":
+        return RelpSink(config)
     return SyslogSink(config)
 
 

@@ -20,11 +20,14 @@ class SinkError(Exception):
 
     *taken* lines (from the start of what it was given) are in: the caller
     gives it only the rest next time, so no line is written twice.
+    *unconfirmed* lines after those were sent but not confirmed (RELP, a lost
+    connection): they are sent again, so the far end may have them twice.
     """
 
-    def __init__(self, message: str, taken: int = 0) -> None:
+    def __init__(self, message: str, taken: int = 0, unconfirmed: int = 0) -> None:
         super().__init__(message)
         self.taken = taken
+        self.unconfirmed = unconfirmed
 
 
 class SinkClosed(SinkError):

@@ -34,6 +34,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
+# An upper bound for one tool run that should take about a second (a loaded 2-core machine).
+RUN_LIMIT = 60
+
+
+def tool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`bridged ARGS` run to its end: exit code, stdout and stderr."""
+    return subprocess.run([sys.executable, "-m", "bridged", *args], input=stdin, capture_output=True, text=True,
+                          timeout=RUN_LIMIT)  # fmt: skip
+
+
 def read_lines(path: Path) -> list[str]:
     try:
         return path.read_bytes().decode("utf-8").splitlines()
@@ -144,6 +154,33 @@ def vhost(uid: str) -> Iterator[str]:
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
     yield name
     subprocess.run(["rabbitmqctl", "delete_vhost", name], capture_output=True, timeout=120)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _make_ca(directory: Path, name: str) -> None:
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+             "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=directory)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for DNS:localhost and a client certificate (CN=bridged) signed by it, another CA."""
+    directory = tmp_path_factory.mktemp("tls")
+    _make_ca(directory, "ca")
+    _make_ca(directory, "other-ca")
+    (directory / "san.ext").write_text("subjectAltName=DNS:localhost\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+             "-keyout", "server.key", "-out", "server.csr", cwd=directory)  # fmt: skip
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", "san.ext", "-out", "server.pem", cwd=directory)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=bridged",
+             "-keyout", "client.key", "-out", "client.csr", cwd=directory)  # fmt: skip
+    _openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-out", "client.pem", cwd=directory)  # fmt: skip
+    return directory
 
 
 class Bridged:

@@ -17,16 +17,18 @@ import pika
 import pytest
 import yaml
 
-from tests.integration.conftest import BROKER_HOST, BROKER_URL, base_config, rabbitmqctl, wait_lines, wait_until
+from tests.integration.conftest import (
+    BROKER_HOST,
+    BROKER_URL,
+    RUN_LIMIT,
+    base_config,
+    rabbitmqctl,
+    tool,
+    wait_lines,
+    wait_until,
+)  # fmt: skip
 
 REPO = Path(__file__).resolve().parents[2]
-# An upper bound for one tool run that should take about a second (a loaded 2-core machine).
-RUN_LIMIT = 60
-
-
-def tool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bridged", *args], input=stdin, capture_output=True, text=True,
-                          timeout=RUN_LIMIT)  # fmt: skip
 
 
 def vhost_url(vhost: str, password: str = "guest") -> str:
