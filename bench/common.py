@@ -125,18 +125,20 @@ def cpu_seconds(pid: int) -> float:
 
 def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] | None = None,
                 timeout: float = 600, stats: dict[str, float] | None = None,
-                top: dict[str, Any] | None = None, path_template: str | None = None) -> float:  # fmt: skip
+                top: dict[str, Any] | None = None, path_template: str | None = None,
+                sink: dict[str, Any] | None = None, output: Path | None = None) -> float:  # fmt: skip
     """Start a real `bridged --config` on a pre-filled queue; seconds from first line to *count* lines.
 
     *stats*, when given, gets ``cpu_us``: bridged's CPU time per message over the same span
-    (steadier than msg/s on a shared machine).
+    (steadier than msg/s on a shared machine). *sink* replaces the file sink, and the lines
+    are then counted in *output* (where that sink's far end writes them).
     """
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.log"
         path = str(Path(tmp) / path_template) if path_template else str(out)
         config = {
             "broker": {"url": URL, "heartbeat": 30},
-            "sinks": {"f": {"type": "file", "path": path}},
+            "sinks": {"f": sink or {"type": "file", "path": path}},
             "bindings": {"bench": {"exchange": "amq.direct", "exchange_type": "direct", "routing_keys": [queue],
                                    "queue": queue, "sink": "f", "format": fmt, **(extra or {})}},
             **(top or {}),
@@ -148,7 +150,7 @@ def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] 
             stdout=subprocess.DEVNULL,
         )
         try:
-            counter = LineCounter(out, "*.log" if path_template else None)
+            counter = LineCounter(output or out, "*.log" if path_template else None)
             deadline = time.monotonic() + timeout
             while counter.update() == 0:
                 if time.monotonic() > deadline or proc.poll() is not None:
