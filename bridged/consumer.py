@@ -259,7 +259,11 @@ class BindingConsumer:
         else:
             channel, present, self._missing = self._await_exchanges(conn, channel)
         declared = declare_queue(channel, b)
-        if declared.consumer_count:
+        if declared.consumer_count and b.queue_arguments.get("x-single-active-consumer"):
+            # Hot standby by design: the broker delivers to one consumer at a time.
+            self._log.info("queue_standby", consumers=declared.consumer_count,
+                           hint="single active consumer: this one takes over when the active one goes")  # fmt: skip
+        elif declared.consumer_count:
             # Another instance with this binding, or another program: each gets a share of the messages.
             self._log.warning("queue_shared", consumers=declared.consumer_count,
                               hint="another consumer takes part of this queue's messages")  # fmt: skip
