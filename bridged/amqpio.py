@@ -12,14 +12,52 @@ serves several small messages.
 
 from __future__ import annotations
 
+import os
 import select
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 # Bytes asked of each recv(2). Measured with bench/throughput.py: larger
 # chunks save syscalls but py-amqp copies the surplus on every frame read,
 # so past a few KiB the copies cost more than the syscalls saved.
 READ_CHUNK = 4096
+
+
+# What the fast path uses of py-amqp beyond its public API (tests/integration/test_hot_path.py
+# fails loudly if a py-amqp release changes them; bridged then reads through drain_events()).
+TRANSPORT_INTERNALS = ("_quick_recv", "_read_buffer", "read_frame", "sock")
+CONNECTION_INTERNALS = ("on_inbound_frame",)
+# BRIDGED_AMQP_FAST_PATH=0 reads through py-amqp's public drain_events() instead: a diagnostic,
+# and the speed of the fallback (bench/throughput.py --plain-reads measures it).
+FAST_PATH_ENV = "BRIDGED_AMQP_FAST_PATH"
+
+FrameReader = Callable[[Any, float], None]
+
+
+def fast_path_fits(connection: Any) -> bool:
+    """Whether this py-amqp connection has the internals the fast path relies on."""
+    transport = connection.transport
+    return all(hasattr(transport, name) for name in TRANSPORT_INTERNALS) and all(
+        hasattr(connection, name) for name in CONNECTION_INTERNALS
+    )
+
+
+def frame_reader(connection: Any) -> tuple[FrameReader, bool]:
+    """The fastest way to read this connection's frames, and whether it is the fast path.
+
+    The returned reader waits up to its timeout for a frame, dispatches what
+    arrived (deliveries reach the channel callback) and may raise TimeoutError.
+    """
+    if os.environ.get(FAST_PATH_ENV, "1") != "0" and fast_path_fits(connection):
+        enable_read_ahead(connection.transport)
+        return FrameWaiter(connection.transport).read_frames, True
+    return _drain_events, False
+
+
+def _drain_events(connection: Any, timeout: float) -> None:
+    """py-amqp's public way: one method's frames within *timeout*, else TimeoutError."""
+    connection.drain_events(timeout=max(timeout, 0.0))
 
 
 def enable_read_ahead(transport: Any) -> bool:

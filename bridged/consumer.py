@@ -18,7 +18,7 @@ from typing import Any
 import amqp
 from amqp import exceptions as amqp_errors
 
-from bridged.amqpio import FrameWaiter, enable_read_ahead, tolerate_undecodable_properties
+from bridged.amqpio import FAST_PATH_ENV, frame_reader, tolerate_undecodable_properties
 from bridged.backoff import Backoff
 from bridged.broker import (
     CONNECTION_ERRORS,
@@ -401,8 +401,10 @@ class BindingConsumer:
     def _consume(self, conn: amqp.Connection, channel: amqp.Channel) -> None:
         """The hot loop: wait for a frame, let py-amqp dispatch it to _on_message, flush, heartbeat."""
         sink_backoff = Backoff(self.reconnect)  # a held batch lives on this connection only
-        enable_read_ahead(conn.transport)
-        read_frames = FrameWaiter(conn.transport).read_frames
+        read_frames, fast = frame_reader(conn)
+        if not fast:
+            self._log.warning("amqp_fast_path_off", hint=f"reading through drain_events() (slower): {FAST_PATH_ENV}=0 "
+                              "or py-amqp's internals changed")  # fmt: skip
         stop = self.stop_requested
         batch_size = self.binding.batch_size
         monotonic = time.monotonic
