@@ -126,7 +126,8 @@ def cpu_seconds(pid: int) -> float:
 def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] | None = None,
                 timeout: float = 600, stats: dict[str, float] | None = None,
                 top: dict[str, Any] | None = None, path_template: str | None = None,
-                sink: dict[str, Any] | None = None, output: Path | None = None) -> float:  # fmt: skip
+                sink: dict[str, Any] | None = None, output: Path | None = None,
+                env: dict[str, str] | None = None) -> float:  # fmt: skip
     """Start a real `bridged --config` on a pre-filled queue; seconds from first line to *count* lines.
 
     *stats*, when given, gets ``cpu_us``: bridged's CPU time per message over the same span
@@ -148,6 +149,8 @@ def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] 
         proc = subprocess.Popen(
             [sys.executable, "-m", "bridged", "--config", str(config_path), "--log-level", "warning"],
             stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if env else None,  # the fallback's warning is expected there
+            env={**os.environ, **env} if env else None,
         )
         try:
             counter = LineCounter(output or out, "*.log" if path_template else None)
