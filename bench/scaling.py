@@ -4,9 +4,11 @@ By size: one queue pre-filled with persistent JSON bodies of 100 B, 1 KiB,
 64 KiB and 1 MiB (counts shrink with size, --budget MiB each), drained by
 the Go consumer acking per 256 (bench/go/consumer.go) and by a real
 `bridged --config` (format json, redaction on, one file sink).
-By bindings: 1, 4 and 16 bindings in one bridged process, each on its own
-queue holding --count/N ~600-byte messages, against as many Go consumers
-running at once. Prints msg/s, MB/s and bridged / Go.
+By bindings: 1, 4 and 16 bindings in one bridged process (and 16 split
+over two processes), each on its own queue holding --count/N ~600-byte
+messages, against as many Go consumers running at once. Prints msg/s,
+MB/s and bridged / Go. The Go consumer writes nothing; bridged writes
+every line to a real file, so at large sizes the disk is part of its figure.
 
     python bench/scaling.py [--count 60000] [--budget 256]
 """
@@ -61,28 +63,33 @@ def go_drain(binary: Path, queues: list[str], per_queue: int) -> float:
     return time.monotonic() - started
 
 
-def bridged_drain(queues: list[str], total: int, directory: Path) -> float:
-    """Seconds (first line to last) for one bridged process with one binding per queue."""
-    out = directory / "out.log"
-    out.unlink(missing_ok=True)
-    bindings = {f"b{i}": {"exchange": "amq.direct", "exchange_type": "direct", "routing_keys": [q], "queue": q,
-                          "sink": "f", "format": "json"} for i, q in enumerate(queues)}  # fmt: skip
-    config = {"broker": {"url": URL}, "sinks": {"f": {"type": "file", "path": str(out)}}, "bindings": bindings}
-    path = directory / "bridged.yaml"
-    path.write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([sys.executable, "-m", "bridged", "--config", str(path), "--log-level", "warning"],
-                            stdout=subprocess.DEVNULL)  # fmt: skip
+def bridged_drain(queues: list[str], total: int, directory: Path, processes: int = 1) -> float:
+    """Seconds (first line to last) for bridged with one binding per queue, the bindings split over *processes*."""
+    counters, procs = [], []
+    for p in range(processes):
+        out = directory / f"out{p}.log"
+        out.unlink(missing_ok=True)
+        bindings = {f"b{i}": {"exchange": "amq.direct", "exchange_type": "direct", "routing_keys": [q], "queue": q,
+                              "sink": "f", "format": "json"}
+                    for i, q in enumerate(queues) if i % processes == p}  # fmt: skip
+        config = {"broker": {"url": URL}, "sinks": {"f": {"type": "file", "path": str(out)}}, "bindings": bindings}
+        path = directory / f"bridged{p}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        procs.append(subprocess.Popen([sys.executable, "-m", "bridged", "--config", str(path), "--log-level",
+                                       "warning"], stdout=subprocess.DEVNULL))  # fmt: skip
+        counters.append(LineCounter(out))
     try:
-        counter = LineCounter(out)
-        while counter.update() == 0:
+        while sum(c.update() for c in counters) == 0:
             time.sleep(0.001)
         started = time.monotonic()
-        while counter.update() < total:
+        while sum(c.update() for c in counters) < total:
             time.sleep(0.01)
         return (time.monotonic() - started) * total / (total - 1)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
 
 
 def main() -> int:
@@ -108,7 +115,7 @@ def main() -> int:
             print(f"  {size:8d} B x {count}: Go {go:8.0f} msg/s, bridged {ours:8.0f} msg/s", flush=True)
         delete_queue(base)
         bodies = [notification(i) for i in range(16)]
-        for n in (1, 4, 16):
+        for n, processes in ((1, 1), (4, 1), (16, 1), (16, 2)):
             queues = [f"{base}.{i}" for i in range(n)]
             per_queue = args.count // n
             for q in queues:
@@ -116,9 +123,10 @@ def main() -> int:
             go = n * per_queue / go_drain(binary, queues, per_queue)
             for q in queues:
                 fill(q, bodies, per_queue)
-            ours = n * per_queue / bridged_drain(queues, n * per_queue, Path(tmp))
-            rows.append((f"{n} binding(s)", len(bodies[0]), go, ours, n * per_queue))
-            print(f"  {n:2d} bindings: Go {go:8.0f} msg/s, bridged {ours:8.0f} msg/s", flush=True)
+            ours = n * per_queue / bridged_drain(queues, n * per_queue, Path(tmp), processes)
+            case = f"{n} binding(s)" + (f", {processes} procs" if processes > 1 else "")
+            rows.append((case, len(bodies[0]), go, ours, n * per_queue))
+            print(f"  {case}: Go {go:8.0f} msg/s, bridged {ours:8.0f} msg/s", flush=True)
             for q in queues:
                 delete_queue(q)
     print("\nformat json (redaction on), persistent messages; ceiling: Go amqp091 acking per 256, writing nothing")

@@ -91,7 +91,7 @@ class LineWriter:
                 exc.taken = 0  # type: ignore[attr-defined]
                 raise
             self.rest = b""
-        data = b"\n".join(lines) + b"\n"
+        data = b"\n".join([*lines, b""])  # the last line's newline without copying the batch twice
         try:
             _write_all(fd, data)
         except OSError as exc:
