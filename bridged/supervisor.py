@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 from bridged.config import BindingConfig, Config, ConfigError, MetricsConfig, load_config
 from bridged.config import warnings as config_warnings
-from bridged.consumer import BindingConsumer
 from bridged.log import get_logger
 from bridged.log import reopen as reopen_log
 from bridged.sinks import Sink, build_sink
+from bridged.sources import BindingWorker, build_worker
 from bridged.stats import BindingStats
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class Supervisor:
         self._given_sinks = sinks
         self._until = until
         self._reloadable = sinks is None and until is None
-        self.consumers: dict[str, BindingConsumer] = {}
+        self.consumers: dict[str, BindingWorker] = {}
         self.notifier = notifier or Notifier()
         self._signals: list[int] = []
         self._stopping = False
@@ -223,7 +223,7 @@ class Supervisor:
     def _start_consumer(self, binding: BindingConfig, stats: BindingStats | None = None) -> None:
         metrics = self.config.metrics
         watched = metrics.listen is not None or metrics.stats_interval > 0
-        consumer = BindingConsumer(
+        consumer = build_worker(
             binding,
             self.config.broker,
             self.config.reconnect,
@@ -236,7 +236,7 @@ class Supervisor:
         self.consumers[binding.name] = consumer
         consumer.start()
 
-    def _consumer_failed(self, consumer: BindingConsumer, exit_code: int) -> None:
+    def _consumer_failed(self, consumer: BindingWorker, exit_code: int) -> None:
         """Called from a consumer's thread (gave up, or its output closed): stop with *exit_code*."""
         self.request_stop(exit_code)
 
@@ -295,7 +295,7 @@ class Supervisor:
         )
         self.notifier.ready(self._last_status or "reloaded")
 
-    def _stop_consumers(self, consumers: Iterable[BindingConsumer]) -> list[str]:
+    def _stop_consumers(self, consumers: Iterable[BindingWorker]) -> list[str]:
         """Stop *consumers* and wait for them under one deadline; returns the ones still running."""
         consumers = list(consumers)
         for consumer in consumers:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from bridged.consumer import EXCHANGE_POLL
+from bridged.sources.amqp091 import EXCHANGE_POLL
 from tests.integration.conftest import base_config, rabbitmqctl, wait_lines, wait_until
 
 

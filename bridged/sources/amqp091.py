@@ -38,6 +38,7 @@ from bridged.poison import RedeliveryCounter
 from bridged.redact import Redactor
 from bridged.secrets import mask_url
 from bridged.sinks import LineMeta, Sink, SinkClosed, SinkError
+from bridged.sources.base import BindingWorker
 from bridged.stats import BindingStats, failure_reason
 
 # While nothing is pending, wake once a second: heartbeats need a tick about
@@ -80,7 +81,7 @@ class BindingConsumer:
         broker: BrokerConfig,
         reconnect: ReconnectConfig,
         sinks: Sequence[Sink],
-        on_fatal: Callable[[BindingConsumer, int], None] | None = None,
+        on_fatal: Callable[[BindingWorker, int], None] | None = None,
         backlog_interval: float | None = None,
     ) -> None:
         self.binding = binding
