@@ -127,12 +127,13 @@ def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] 
                 timeout: float = 600, stats: dict[str, float] | None = None,
                 top: dict[str, Any] | None = None, path_template: str | None = None,
                 sink: dict[str, Any] | None = None, output: Path | None = None,
-                env: dict[str, str] | None = None) -> float:  # fmt: skip
+                env: dict[str, str] | None = None, amqp10: bool = False) -> float:  # fmt: skip
     """Start a real `bridged --config` on a pre-filled queue; seconds from first line to *count* lines.
 
     *stats*, when given, gets ``cpu_us``: bridged's CPU time per message over the same span
     (steadier than msg/s on a shared machine). *sink* replaces the file sink, and the lines
-    are then counted in *output* (where that sink's far end writes them).
+    are then counted in *output* (where that sink's far end writes them). *amqp10* reads the
+    queue over AMQP 1.0 (RabbitMQ's amqp1_0 plugin, address /amq/queue/<queue>).
     """
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.log"
@@ -144,6 +145,10 @@ def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] 
                                    "queue": queue, "sink": "f", "format": fmt, **(extra or {})}},
             **(top or {}),
         }  # fmt: skip
+        if amqp10:
+            config["broker"] = {"url": URL.replace("amqp://", "amqp10://").removesuffix("//"), "heartbeat": 30}
+            config["bindings"] = {"bench": {"address": f"/amq/queue/{queue}", "sink": "f", "format": fmt,
+                                            **(extra or {})}}  # fmt: skip
         config_path = Path(tmp) / "bridged.yaml"
         config_path.write_text(yaml.safe_dump(config))
         proc = subprocess.Popen(

@@ -25,6 +25,11 @@ SINK_TYPES = ("file", "stdout", "syslog", "relp")
 SYSLOG_PROTOCOLS = ("rfc5424", "rfc3164", "local")
 EXCHANGE_DECLARE = ("passive", "create")
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp")
+# AMQP 1.0 brokers (Qpid, Artemis, RabbitMQ's amqp1_0 plugin), read with qpid-proton.
+AMQP10_SCHEMES = ("amqp10", "amqp10s")
+# What a binding on an AMQP 1.0 broker cannot have: it reads one address, declares nothing.
+AMQP091_ONLY_KEYS = ("exchange", "exchanges", "exchange_type", "routing_keys", "exchange_durable", "exchange_declare",
+                     "queue", "durable", "auto_delete", "exclusive", "queue_arguments")  # fmt: skip
 
 # Walking a YAML alias bomb or a self-referencing alias would never end:
 # no real config comes near these numbers.
@@ -104,6 +109,11 @@ class BrokerConfig:
     connect_timeout: float
     tls: TLSConfig = field(default_factory=TLSConfig)
 
+    @property
+    def amqp10(self) -> bool:
+        """An AMQP 1.0 broker (amqp10:// URLs; the config refuses a mix)."""
+        return self.urls[0].startswith(AMQP10_SCHEMES)
+
 
 @dataclass(frozen=True)
 class ReconnectConfig:
@@ -162,6 +172,7 @@ class BindingConfig:
     max_redeliveries: int | None = None
     # Key-name words whose values are masked in json/oslo/template lines; None: redaction off.
     redact: tuple[str, ...] | None = DEFAULT_REDACT_KEYS
+    address: str | None = None  # AMQP 1.0: the node (queue) address read; queue then names it too
     # filter.keep / filter.drop: field -> glob patterns (see bridged/filters.py)
     keep: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     drop: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -230,7 +241,7 @@ def parse_config(text: str, path: str, environ: Mapping[str, str]) -> Config:
         sinks=_sinks(top.section("sinks")),
         bindings={},
     )
-    bindings = _bindings(top.section("bindings"), config.sinks)
+    bindings = _bindings(top.section("bindings"), config.sinks, config.broker.amqp10)
     metrics = _metrics(top.section("metrics", required=False))
     top.done(extension_prefix="x-")  # x-… keys hold YAML anchors for shared settings
     return Config(config.path, config.broker, config.reconnect, config.sinks, bindings, metrics)
@@ -482,8 +493,10 @@ def _broker_url(value: Any, where: str) -> str:
         port = parts.port
     except ValueError as exc:
         raise ConfigError(where, f"malformed broker URL {mask_broker_url(url)!r}: {exc}") from None
-    if parts.scheme not in BROKER_SCHEMES:
-        raise ConfigError(where, f"broker URL {mask_broker_url(url)!r} must start with amqp:// or amqps://")
+    if parts.scheme not in BROKER_SCHEMES + AMQP10_SCHEMES:
+        raise ConfigError(
+            where, f"broker URL {mask_broker_url(url)!r} must start with amqp://, amqps://, amqp10:// or amqp10s://"
+        )
     if not parts.hostname:
         raise ConfigError(where, f"broker URL {mask_broker_url(url)!r} names no host")
     if port == 0:
@@ -584,7 +597,11 @@ def _url_list(value: Any, where: str) -> tuple[str, ...]:
     if isinstance(value, list):
         if not value:
             raise ConfigError(where, "must name at least one broker URL")
-        return tuple(_broker_url(item, f"{where}[{i}]") for i, item in enumerate(value))
+        urls = tuple(_broker_url(item, f"{where}[{i}]") for i, item in enumerate(value))
+        for i, url in enumerate(urls):
+            if url.startswith(AMQP10_SCHEMES) != urls[0].startswith(AMQP10_SCHEMES):
+                raise ConfigError(f"{where}[{i}]", "mixes AMQP 1.0 (amqp10://) and AMQP 0-9-1 URLs: one protocol")
+        return urls
     return (_broker_url(value, where),)
 
 
@@ -752,19 +769,20 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _bindings(section: _Section, sinks: Mapping[str, SinkConfig]) -> dict[str, BindingConfig]:
+def _bindings(section: _Section, sinks: Mapping[str, SinkConfig], amqp10: bool = False) -> dict[str, BindingConfig]:
     if not section.raw:
         raise ConfigError(section.path, "declare at least one binding")
     bindings: dict[str, BindingConfig] = {}
     consumers: dict[str, str] = {}
     for name in section.raw:
-        binding = bindings[name] = _binding(name, section.section(name), sinks)
+        binding = bindings[name] = _binding(name, section.section(name), sinks, amqp10)
         first = consumers.setdefault(binding.queue, name)
         if first != name:
+            key, what = ("address", "address") if amqp10 else ("queue", "queue")
             raise ConfigError(
-                _join(_join(section.path, name), "queue"),
-                f"queue {binding.queue!r} is already consumed by binding {first!r}: two consumers on one queue "
-                "split its messages between them; give each binding its own queue",
+                _join(_join(section.path, name), key),
+                f"{what} {binding.queue!r} is already consumed by binding {first!r}: two consumers on one {what} "
+                f"split its messages between them; give each binding its own {what}",
             )
     return bindings
 
@@ -834,8 +852,20 @@ def _sources(section: _Section) -> tuple[Source, ...]:
     return (_source(section.get("exchange", _name), section),)
 
 
-def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> BindingConfig:
-    sources = _sources(section)
+def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig], amqp10: bool = False) -> BindingConfig:
+    if amqp10:
+        for key in AMQP091_ONLY_KEYS:
+            if key in section.raw:
+                raise ConfigError(_join(section.path, key), "is for AMQP 0-9-1 brokers: a binding on an AMQP 1.0 "
+                                  "broker (amqp10://) reads one address: give address: instead")  # fmt: skip
+        address = section.get("address", _name)
+        sources: tuple[Source, ...] = ()
+    else:
+        if "address" in section.raw:
+            raise ConfigError(_join(section.path, "address"), "is for AMQP 1.0 brokers (amqp10:// URLs); "
+                              "on AMQP 0-9-1 a binding names its exchange and queue")  # fmt: skip
+        address = None
+        sources = _sources(section)
     prefetch = section.get("prefetch", _integer(1, 65535), 1000)
     has_sink, has_sinks = "sink" in section.raw, "sinks" in section.raw
     if has_sink and has_sinks:
@@ -856,7 +886,7 @@ def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> B
         sources=sources,
         exchange_durable=section.get("exchange_durable", _boolean, True),
         exchange_declare=section.get("exchange_declare", _choice(EXCHANGE_DECLARE), "passive"),
-        queue=section.get("queue", _name, f"bridged.{name}"),
+        queue=address if address is not None else section.get("queue", _name, f"bridged.{name}"),
         durable=section.get("durable", _boolean, True),
         auto_delete=section.get("auto_delete", _boolean, False),
         exclusive=section.get("exclusive", _boolean, False),
@@ -871,6 +901,7 @@ def _binding(name: str, section: _Section, sinks: Mapping[str, SinkConfig]) -> B
         format=binding_format,
         max_redeliveries=section.get("max_redeliveries", _integer(0), None),
         redact=section.get("redact", _redact, DEFAULT_REDACT_KEYS),
+        address=address,
         **_filter(section.section("filter", required=False)),
     )
     section.done()

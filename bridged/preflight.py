@@ -32,6 +32,10 @@ from bridged.sinks import build_sink
 def problems(config: Config) -> list[str]:
     """One line per problem found (empty: the daemon would start cleanly)."""
     found: list[str] = []
+    if config.broker.amqp10:
+        found.extend(_amqp10_problems(config))
+        found.extend(_sink_problems(config))
+        return found
     conn = None
     for index, url in enumerate(config.broker.urls):
         where = "broker.url" if len(config.broker.urls) == 1 else f"broker.url[{index}]"
@@ -48,13 +52,30 @@ def problems(config: Config) -> list[str]:
                 found.extend(_binding_problems(conn, binding))
         finally:
             conn.collect()
+    found.extend(_sink_problems(config))
+    return found
+
+
+def _sink_problems(config: Config) -> Iterator[str]:
     for name, sink_config in config.sinks.items():
         sink = build_sink(sink_config)
         problem = sink.probe()
         sink.close()
         if problem is not None:
-            found.append(f"sinks.{name}: {problem}")
-    return found
+            yield f"sinks.{name}: {problem}"
+
+
+def _amqp10_problems(config: Config) -> Iterator[str]:
+    """Each URL, each binding's address: logged in and attached with no credit (nothing taken), then closed."""
+    from bridged.sources.amqp10 import probe_address
+
+    for index, url in enumerate(config.broker.urls):
+        where = "broker.url" if len(config.broker.urls) == 1 else f"broker.url[{index}]"
+        for binding in config.bindings.values():
+            problem = probe_address(config.broker, url, binding)
+            if problem is not None:
+                key = f"bindings.{binding.name}.address" if "amqp:not-found" in problem else where
+                yield f"{key}: {problem}"
 
 
 def _log_in(config: Config, url: str) -> tuple[str | None, amqp.Connection | None]:

@@ -54,11 +54,17 @@ def resolve_target(args: argparse.Namespace) -> Target:
             config = load_config(args.config)
         except ConfigError as exc:
             raise UsageError(f"config error in {args.config}: {exc}") from None
-        return Target(config.broker, config.reconnect, config)
-    try:
-        return Target(broker_from_url(args.url or DEFAULT_URL), ReconnectConfig(), None)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+        target = Target(config.broker, config.reconnect, config)
+    else:
+        try:
+            target = Target(broker_from_url(args.url or DEFAULT_URL), ReconnectConfig(), None)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+    if target.broker.amqp10:
+        # An AMQP 1.0 address is usually a queue: reading it would take messages from its consumers.
+        raise UsageError("the tools speak AMQP 0-9-1 only: give an amqp:// URL (AMQP 1.0 brokers are read by the "
+                         "daemon, from a binding's address)")  # fmt: skip
+    return target
 
 
 def key_value(text: str) -> tuple[str, str]:

@@ -20,6 +20,10 @@ def build_worker(
     backlog_interval: float | None = None,
 ) -> BindingWorker:
     """The worker for *binding*, by the protocol of the broker's URLs."""
+    if broker.amqp10:
+        from bridged.sources.amqp10 import Amqp10Consumer  # qpid-proton only when an amqp10:// URL is configured
+
+        return Amqp10Consumer(binding, broker, reconnect, sinks, on_fatal, backlog_interval)
     from bridged.sources.amqp091 import BindingConsumer
 
     return BindingConsumer(binding, broker, reconnect, sinks, on_fatal, backlog_interval)

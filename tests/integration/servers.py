@@ -128,3 +128,70 @@ ruleset(name="direct" queue.type="Direct") {{
             return []
         prefix = input_name + "|"
         return [line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)]
+
+
+class ProtonPeer:
+    """A second, independent AMQP 1.0 peer: a tiny broker on qpid-proton's own handlers.
+
+    It serves *count* messages on any address a receiver attaches to, one
+    body per message (`m-<n>`), and records each delivery's outcome. Deliveries
+    stay unsettled until the receiver settles them, unless *presettled*
+    (then it sends them settled: at most once, which bridged must refuse).
+    """
+
+    def __init__(self, count: int, presettled: bool = False) -> None:
+        from proton import Delivery, Message
+        from proton.handlers import MessagingHandler
+        from proton.reactor import Container
+
+        self.port = free_port()
+        self.outcomes: list[str] = []
+        self.attached = threading.Event()
+        peer = self
+
+        class Handler(MessagingHandler):  # type: ignore[misc]
+            def __init__(self) -> None:
+                super().__init__(auto_settle=False)
+                self.sent = 0
+
+            def on_start(self, event: object) -> None:
+                self.acceptor = event.container.listen(f"127.0.0.1:{peer.port}")  # type: ignore[attr-defined]
+
+            def on_link_opening(self, event: object) -> None:
+                link = event.link  # type: ignore[attr-defined]
+                if link.is_sender:
+                    link.source.address = link.remote_source.address
+                    if presettled:
+                        link.snd_settle_mode = link.SND_SETTLED
+                    peer.attached.set()
+
+            def on_sendable(self, event: object) -> None:
+                sender = event.sender  # type: ignore[attr-defined]
+                while sender.credit and self.sent < count:
+                    delivery = sender.send(Message(body=f"m-{self.sent:06d}".encode(), subject="peer.key"))
+                    if presettled:
+                        delivery.settle()
+                    self.sent += 1
+
+            def on_settled(self, event: object) -> None:
+                state = event.delivery.remote_state  # type: ignore[attr-defined]
+                peer.outcomes.append("accepted" if state == Delivery.ACCEPTED else str(state))
+                event.delivery.settle()  # type: ignore[attr-defined]
+
+        self._container = Container(Handler())
+        self._container.container_id = "proton-peer"
+        self._thread = threading.Thread(target=self._container.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        self._container.stop()
+        self._thread.join(5)

@@ -78,7 +78,7 @@ def test_check_passes_the_openstack_config_and_warns_about_rpc_bindings(tmp_path
         (lambda c: c.update(bindings={}), "bindings: declare at least one binding"),
         (lambda c: c["reconnect"].update(initial_delay=-1), "reconnect.initial_delay: must be greater than 0"),
         (lambda c: c["broker"].update(url="amqp://user:s3cret@host:notaport//"), "broker.url: malformed broker URL"),
-        (lambda c: c["broker"].update(url="http://user:s3cret@host//"), "must start with amqp:// or amqps://"),
+        (lambda c: c["broker"].update(url="http://user:s3cret@host//"), "must start with amqp://, amqps://, amqp10://"),
         (lambda c: c["bindings"]["glance"].update(format="{body.__class__}"), "bindings.glance.format: unknown field"),
         (
             lambda c: c["broker"].update(url="amqp://u:${BRIDGED_UNSET_VAR}@h//"),

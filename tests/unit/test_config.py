@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -382,3 +384,35 @@ def test_filters_sink_formats_and_path_templates_are_validated_with_key_paths():
     assert error({**BASE, "sinks": bad}).startswith("sinks.out.path: unknown field {nope}")
     bad = {"out": {"type": "stdout", "format": "{nope}"}}
     assert error({**BASE, "sinks": bad}).startswith("sinks.out.format: unknown field {nope}")
+
+
+AMQP10 = """
+broker: {url: %s}
+sinks: {o: {type: stdout}}
+bindings:
+  b: %s
+"""
+
+
+@pytest.mark.parametrize(
+    ("url", "binding", "expected"),
+    [
+        ("amqp10://h", "{exchange: x, sink: o}", "bindings.b.exchange: is for AMQP 0-9-1 brokers"),
+        ("amqp10://h", "{address: q, queue_arguments: {}, sink: o}", "bindings.b.queue_arguments: is for AMQP 0-9-1"),
+        ("amqp10://h", "{sink: o}", "bindings.b.address: is required"),
+        ("amqp://h", "{address: q, sink: o}", "bindings.b.address: is for AMQP 1.0 brokers"),
+        ("[amqp10://a, amqp://b]", "{address: q, sink: o}", "broker.url[1]: mixes AMQP 1.0"),
+        ("'http://h'", "{address: q, sink: o}", "must start with amqp://, amqps://, amqp10:// or amqp10s://"),
+    ],
+)
+def test_amqp10_bindings_take_an_address_only(url, binding, expected):
+    """On an amqp10:// broker a binding reads one address; 0-9-1 keys there (and address on 0-9-1) name the key."""
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        parse_config(AMQP10 % (url, binding), "t", {})
+
+
+def test_amqp10_binding():
+    config = parse_config(AMQP10 % ("amqp10s://u:p@h:5671", "{address: /queues/q, prefetch: 50, sink: o}"), "t", {})
+    binding = config.bindings["b"]
+    assert config.broker.amqp10 and binding.address == "/queues/q" and binding.queue == "/queues/q"
+    assert binding.sources == () and binding.prefetch == 50

@@ -1,0 +1,159 @@
+"""AMQP 1.0 sources: RabbitMQ's amqp1_0 plugin and an independent proton peer, with real bridged processes."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import BROKER_HOST, queue_counts, rabbitmqctl, read_lines, wait_until
+from tests.integration.servers import ProtonPeer
+
+pytest.importorskip("proton", reason="pip install '.[amqp10]' (qpid-proton)")
+
+# The reconnect pace of these configs: the waits below derive from it.
+RECONNECT = {"initial_delay": 0.2, "max_delay": 2.0, "multiplier": 2.0}
+
+
+def plugin_enabled() -> bool:
+    out = subprocess.run(["rabbitmq-plugins", "list", "-e", "rabbitmq_amqp1_0"], capture_output=True, text=True)
+    return "rabbitmq_amqp1_0" in out.stdout
+
+
+@pytest.fixture
+def amqp10_broker() -> str:
+    if not plugin_enabled():
+        pytest.fail("rabbitmq_amqp1_0 is not enabled (rabbitmq-plugins enable rabbitmq_amqp1_0; .ci/run does)")
+    return f"amqp10://guest:guest@{BROKER_HOST}"
+
+
+def config(url: str, address: str, out: Path, **binding: object) -> dict:
+    return {
+        "broker": {"url": url, "heartbeat": 10},
+        "reconnect": RECONNECT,
+        "sinks": {"f": {"type": "file", "path": str(out)}},
+        "bindings": {"b": {"address": address, "sink": "f", **binding}},
+    }
+
+
+def test_reads_what_a_0_9_1_publisher_routed(broker, uid, tmp_path, start_bridged, amqp10_broker):
+    """A 0-9-1 publisher routes through a topic exchange; bridged reads the queue over AMQP 1.0, all of it."""
+    exchange, queue, out = f"test.a10.{uid}", f"bridged.test.{uid}", tmp_path / "out.log"
+    broker.declare_exchange(exchange, "topic")
+    broker.channel.queue_declare(queue, durable=True, auto_delete=False)
+    broker.channel.queue_bind(queue, exchange, "notifications.*")
+    broker.queues.add(queue)
+    bridged = start_bridged(config(amqp10_broker, f"/amq/queue/{queue}", out, format="json"))
+    bridged.wait_event("consuming")
+    for i in range(300):
+        broker.publish(exchange, "notifications.info", f'{{"n": {i}, "password": "s3cret"}}', message_id=f"id-{i}")
+    lines = wait_until(lambda: len(read_lines(out)) >= 300 and read_lines(out), 30, "300 lines")
+    import json
+
+    records = [json.loads(line) for line in lines]
+    assert [r["body"]["n"] for r in records] == list(range(300))
+    assert {r["routing_key"] for r in records} == {"notifications.info"}
+    assert records[7]["properties"]["message_id"] == "id-7" and records[7]["body"]["password"] == "[redacted]"
+    wait_until(lambda: queue_counts(queue) == (0, 0), 30, "every delivery settled")
+
+
+def test_kill_9_and_close_all_connections_lose_nothing(broker, uid, tmp_path, start_bridged, amqp10_broker):
+    """kill -9 mid-stream, then rabbitmqctl close_all_connections: every message written, duplicates counted."""
+    queue, out = f"bridged.test.{uid}", tmp_path / "out.log"
+    broker.channel.queue_declare(queue, durable=True, auto_delete=False)
+    broker.queues.add(queue)
+    cfg = config(amqp10_broker, f"/amq/queue/{queue}", out)
+    count = 6000
+    for i in range(count):
+        broker.publish("", queue, f"m-{i:06d}")
+    first = start_bridged(cfg)
+    wait_until(lambda: len(read_lines(out)) >= count / 4, 60, "a quarter written")
+    first.kill()  # SIGKILL: unsettled deliveries go back to the queue
+    second = start_bridged(cfg)
+    second.wait_event("consuming")
+    wait_until(lambda: len(read_lines(out)) >= count / 2, 60, "half written")
+    rabbitmqctl("close_all_connections", "test: forced close")
+    second.wait_event("consuming", count=2, timeout=30)
+    expected = {f"m-{i:06d}" for i in range(count)}
+    wait_until(lambda: expected <= set(read_lines(out)), 60, "every message")
+    wait_until(lambda: queue_counts(queue) == (0, 0), 30, "every delivery settled")
+    lines = read_lines(out)
+    print(f"\nAMQP 1.0: {count} sent, lost {len(expected - set(lines))}, duplicated {len(lines) - len(set(lines))}")
+    assert expected <= set(lines)
+
+
+@pytest.mark.parametrize(
+    ("password", "address", "expected"),
+    [
+        ("Wr0ngPass", "/amq/queue/{queue}", "the broker refused the login"),
+        ("guest", "/amq/queue/missing-{queue}", "the address does not exist on the broker (bindings.b.address"),
+    ],
+)
+def test_refusals_are_one_clear_line(broker, uid, tmp_path, start_bridged, amqp10_broker, password, address,
+                                     expected):  # fmt: skip
+    """A wrong password and a missing address: broker_refused naming why, retried at the slow pace, no password."""
+    queue = f"bridged.test.{uid}"
+    broker.channel.queue_declare(queue, durable=True, auto_delete=False)
+    broker.queues.add(queue)
+    url = amqp10_broker.replace("guest:guest", f"guest:{password}")
+    bridged = start_bridged(config(url, address.format(queue=queue), tmp_path / "out.log"))
+    bridged.wait_event("broker_refused", timeout=30)
+    event = next(e for e in bridged.events() if e.get("event") == "broker_refused")
+    assert expected in event["reason"], event
+    assert event["retry_in"] == RECONNECT["max_delay"]
+    assert "Wr0ngPass" not in bridged.stderr_path.read_text()
+
+
+def test_an_independent_amqp10_peer_unsettled_and_presettled(tmp_path, start_bridged):
+    """A proton-based peer: unsettled deliveries are written then accepted; a pre-settled link is refused."""
+    peer = ProtonPeer(count=500)
+    try:
+        out = tmp_path / "peer.log"
+        bridged = start_bridged(config(f"amqp10://127.0.0.1:{peer.port}", "orders", out,
+                                       format="{routing_key} {body}"))  # fmt: skip
+        wait_until(lambda: len(read_lines(out)) >= 500, 30, "500 lines from the peer")
+        wait_until(lambda: len(peer.outcomes) >= 500, 30, "500 outcomes at the peer")
+        assert read_lines(out) == [f"peer.key m-{i:06d}" for i in range(500)]
+        assert set(peer.outcomes) == {"accepted"}
+        bridged.stop()
+    finally:
+        peer.close()
+    presettled = ProtonPeer(count=5, presettled=True)
+    try:
+        out = tmp_path / "presettled.log"
+        bridged = start_bridged(config(f"amqp10://127.0.0.1:{presettled.port}", "orders", out))
+        bridged.wait_event("broker_refused", timeout=30)
+        reason = next(e for e in bridged.events() if e.get("event") == "broker_refused")["reason"]
+        assert "pre-settled (at most once" in reason
+        time.sleep(0.5)
+        assert read_lines(out) == []  # nothing written from a stream that could lose messages
+    finally:
+        presettled.close()
+
+
+def test_check_connect_attaches_without_taking(broker, uid, tmp_path, amqp10_broker):
+    """--check --connect on an AMQP 1.0 broker: login and address checked with no credit; nothing is taken."""
+    import yaml
+
+    from tests.integration.conftest import tool
+
+    queue = f"bridged.test.{uid}"
+    broker.channel.queue_declare(queue, durable=True, auto_delete=False)
+    broker.queues.add(queue)
+    broker.publish("", queue, "stays")
+    cases = [
+        (amqp10_broker, f"/amq/queue/{queue}", 0, "connected: 1 broker URLs"),
+        (amqp10_broker.replace("guest:guest", "guest:Wr0ngPass"), f"/amq/queue/{queue}", 2,
+         "broker.url: amqp10://guest:****@"),
+        (amqp10_broker, f"/amq/queue/missing-{queue}", 2, "bindings.b.address: "),
+    ]  # fmt: skip
+    for i, (url, address, code, expected) in enumerate(cases):
+        path = tmp_path / f"check{i}.yaml"
+        path.write_text(yaml.safe_dump(config(url, address, tmp_path / "out.log")))
+        result = tool("--config", str(path), "--check", "--connect")
+        assert result.returncode == code, result.stderr
+        assert expected in result.stdout + result.stderr
+        assert "Wr0ngPass" not in result.stdout + result.stderr
+    assert queue_counts(queue) == (1, 0)  # the probe took nothing
