@@ -432,22 +432,7 @@ class BindingConsumer:
             now = monotonic()
             self.due_by = now + tick
             if pending and (pending >= batch_size or now >= self._flush_at) and now >= retry_at:
-                try:
-                    self._flush(channel)
-                    retry_at = 0.0
-                    if sink_backoff.attempts:
-                        self._log.info("sink_recovered", failures=sink_backoff.attempts)
-                    sink_backoff.reset()
-                except SinkClosed as exc:
-                    self._log.error("output_closed", reason=str(exc), held=len(self._lines))
-                    raise _SinkClosed() from exc
-                except SinkError as exc:
-                    # Hold the batch (the broker keeps it unacked, prefetch bounds it)
-                    # and retry on the same connection: no redelivery, no duplicates.
-                    delay = sink_backoff.next_delay()
-                    retry_at = now + delay
-                    self._log.error("sink_failed", reason=str(exc), retry_in=round(delay, 2),
-                                    attempt=sink_backoff.attempts, held=len(self._lines))  # fmt: skip
+                retry_at = self._try_flush(channel, now, sink_backoff)
             if now >= next_heartbeat:
                 conn.heartbeat_tick()
                 next_heartbeat = now + tick
@@ -457,11 +442,35 @@ class BindingConsumer:
             if self._missing and now >= next_probe:
                 self._bind_appeared(conn)
                 next_probe = now + EXCHANGE_POLL
+        self._flush_before_close(channel)
+
+    def _try_flush(self, settler: Any, now: float, sink_backoff: Backoff) -> float:
+        """Write the held batch and settle it; returns when to try again after a sink failure (0.0: done).
+
+        A failing sink holds the batch (the broker keeps it unsettled, prefetch bounds it) and it is
+        retried on the same connection: no redelivery, no duplicates. *settler* acks (0-9-1) or accepts (1.0).
+        """
+        try:
+            self._flush(settler)
+        except SinkClosed as exc:
+            self._log.error("output_closed", reason=str(exc), held=len(self._lines))
+            raise _SinkClosed() from exc
+        except SinkError as exc:
+            delay = sink_backoff.next_delay()
+            self._log.error("sink_failed", reason=str(exc), retry_in=round(delay, 2),
+                            attempt=sink_backoff.attempts, held=len(self._lines))  # fmt: skip
+            return now + delay
+        if sink_backoff.attempts:
+            self._log.info("sink_recovered", failures=sink_backoff.attempts)
+        sink_backoff.reset()
+        return 0.0
+
+    def _flush_before_close(self, settler: Any) -> None:
+        """Stopping: write and settle what is held; with a sink down it goes back to the queue on close."""
         if self._lines or self._dropped:
             try:
-                self._flush(channel)
+                self._flush(settler)
             except SinkError as exc:
-                # Stopping with a sink down: the held batch goes back to the queue on close.
                 self._log.error("sink_failed", reason=str(exc), held=len(self._lines), requeued=True)
 
     def _read_backlog(self, channel: amqp.Channel) -> None:

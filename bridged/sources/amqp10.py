@@ -53,8 +53,7 @@ from proton._data import Data
 from bridged.backoff import Backoff
 from bridged.broker import HOSTNAME, RefusedWithHint, io_timeout
 from bridged.secrets import mask_url
-from bridged.sinks import SinkClosed, SinkError
-from bridged.sources.amqp091 import CLOSE_TIMEOUT, BindingConsumer, _SinkClosed, _Stopped
+from bridged.sources.amqp091 import CLOSE_TIMEOUT, BindingConsumer, _Stopped
 
 # Conditions that a retry will not change: say so, and retry at the slow pace.
 REFUSED_CONDITIONS = {
@@ -117,25 +116,8 @@ class Amqp10Consumer(BindingConsumer):
             self.due_by = now + tick
             pending = len(self._lines) + self._dropped
             if pending and (pending >= batch_size or now >= self._flush_at) and now >= retry_at:
-                try:
-                    self._flush(link)
-                    retry_at = 0.0
-                    if sink_backoff.attempts:
-                        self._log.info("sink_recovered", failures=sink_backoff.attempts)
-                    sink_backoff.reset()
-                except SinkClosed as exc:
-                    self._log.error("output_closed", reason=str(exc), held=len(self._lines))
-                    raise _SinkClosed() from exc
-                except SinkError as exc:
-                    delay = sink_backoff.next_delay()
-                    retry_at = now + delay
-                    self._log.error("sink_failed", reason=str(exc), retry_in=round(delay, 2),
-                                    attempt=sink_backoff.attempts, held=len(self._lines))  # fmt: skip
-        if self._lines or self._dropped:
-            try:
-                self._flush(link)
-            except SinkError as exc:
-                self._log.error("sink_failed", reason=str(exc), held=len(self._lines), requeued=True)
+                retry_at = self._try_flush(link, now, sink_backoff)
+        self._flush_before_close(link)
 
 
 class _Engine:
