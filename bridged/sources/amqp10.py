@@ -296,7 +296,12 @@ class _Engine:
         """
         message = self._message
         msg = message._msg
-        _check_decode(message, pn_message_decode(msg, data))
+        code = pn_message_decode(msg, data)
+        if code < 0:  # written with a marker and settled like any other: never a redelivery loop
+            info = {"exchange": "", "routing_key": "", "redelivered": False, "delivery_tag": self._tag}
+            broken = _Delivery(data, {}, info, self)
+            broken.undecodable = f"not an AMQP 1.0 message (qpid-proton decode error {code})"
+            return broken
         properties: dict[str, Any] = {}
         for key, getter in _TEXT_FIELDS:
             value = getter(msg)
@@ -343,11 +348,6 @@ def _map(pointer: Any) -> dict[Any, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _check_decode(message: Message, code: int) -> None:
-    if code < 0:
-        message._check(code)  # raises proton's MessageException with the C library's reason
-
-
 def _failure(condition: Any, where: str, binding: Any) -> Exception:
     """A refusal the binding cannot retry past (named, with the key to change), or a lost connection."""
     name = getattr(condition, "name", None)
@@ -371,7 +371,7 @@ class _Delivery:
         self.properties = properties
         self.delivery_info = info
         self.channel = channel
-        self.undecodable = None
+        self.undecodable: str | None = None
 
 
 def _text(value: Any) -> str:
