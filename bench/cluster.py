@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' clust
 
 import amqp
 import yaml
-from common import LineCounter, cpu_seconds, notification
+from common import LineCounter, cpu_seconds, notification, stop_all
 
 from tests.integration.cluster import RabbitCluster, available
 
@@ -85,10 +85,7 @@ def drain(cluster: RabbitCluster, instances: int, count: int, directory: Path) -
             "shares": [c.count for c in outs],  # type: ignore[dict-item]
         }
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
+        stop_all(procs)
 
 
 def main() -> int:

@@ -117,6 +117,14 @@ class LineCounter:
         return self.count
 
 
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every bridged process, then wait for each (they flush and ack what they hold)."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(30)
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of process *pid* so far, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

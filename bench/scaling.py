@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import amqp
 import yaml
-from common import URL, LineCounter, connect, delete_queue, notification, run_bridged
+from common import URL, LineCounter, connect, delete_queue, notification, run_bridged, stop_all
 from throughput import build_go_consumer
 
 SIZES = (100, 1024, 64 * 1024, 1024 * 1024)
@@ -86,10 +86,7 @@ def bridged_drain(queues: list[str], total: int, directory: Path, processes: int
             time.sleep(0.01)
         return (time.monotonic() - started) * total / (total - 1)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
+        stop_all(procs)
 
 
 def main() -> int:

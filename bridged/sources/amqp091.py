@@ -417,13 +417,7 @@ class BindingConsumer:
         next_backlog = now if backlog_interval else float("inf")
         next_probe = now + EXCHANGE_POLL
         while not stop.is_set():
-            pending = len(self._lines) + self._dropped
-            if not pending:
-                timeout = tick
-            elif pending >= batch_size:
-                timeout = retry_at - now
-            else:
-                timeout = max(self._flush_at, retry_at) - now
+            timeout = self._wait_for_frames(now, retry_at, batch_size)
             try:
                 read_frames(conn, min(timeout, tick))  # deliveries land in _on_message
             except TimeoutError:
@@ -443,6 +437,15 @@ class BindingConsumer:
                 self._bind_appeared(conn)
                 next_probe = now + EXCHANGE_POLL
         self._flush_before_close(channel)
+
+    def _wait_for_frames(self, now: float, retry_at: float, batch_size: int) -> float:
+        """How long the loop may wait for frames: a tick when idle, else until the batch is due (or retried)."""
+        pending = len(self._lines) + self._dropped
+        if not pending:
+            return self._tick
+        if pending >= batch_size:
+            return retry_at - now
+        return max(self._flush_at, retry_at) - now
 
     def _try_flush(self, settler: Any, now: float, sink_backoff: Backoff) -> float:
         """Write the held batch and settle it; returns when to try again after a sink failure (0.0: done).

@@ -104,13 +104,7 @@ class Amqp10Consumer(BindingConsumer):
         tick = self._tick
         now = monotonic()
         while not stop.is_set():
-            pending = len(self._lines) + self._dropped
-            if not pending:
-                timeout = tick
-            elif pending >= batch_size:
-                timeout = retry_at - now
-            else:
-                timeout = max(self._flush_at, retry_at) - now
+            timeout = self._wait_for_frames(now, retry_at, batch_size)
             link.pump(min(max(timeout, 0.0), tick))  # deliveries land in _on_message
             now = monotonic()
             self.due_by = now + tick
