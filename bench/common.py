@@ -135,13 +135,15 @@ def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] 
                 timeout: float = 600, stats: dict[str, float] | None = None,
                 top: dict[str, Any] | None = None, path_template: str | None = None,
                 sink: dict[str, Any] | None = None, output: Path | None = None,
-                env: dict[str, str] | None = None, amqp10: bool = False) -> float:  # fmt: skip
+                env: dict[str, str] | None = None, amqp10: bool = False,
+                source: Path | None = None) -> float:  # fmt: skip
     """Start a real `bridged --config` on a pre-filled queue; seconds from first line to *count* lines.
 
     *stats*, when given, gets ``cpu_us``: bridged's CPU time per message over the same span
     (steadier than msg/s on a shared machine). *sink* replaces the file sink, and the lines
     are then counted in *output* (where that sink's far end writes them). *amqp10* reads the
-    queue over AMQP 1.0 (RabbitMQ's amqp1_0 plugin, address /amq/queue/<queue>).
+    queue over AMQP 1.0 (RabbitMQ's amqp1_0 plugin, address /amq/queue/<queue>). *source*: run the
+    bridged of another checkout (its directory goes first on PYTHONPATH), to compare two trees in one run.
     """
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.log"
@@ -159,11 +161,14 @@ def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] 
                                             **(extra or {})}}  # fmt: skip
         config_path = Path(tmp) / "bridged.yaml"
         config_path.write_text(yaml.safe_dump(config))
+        child_env = {**os.environ, **(env or {})}
+        if source is not None:
+            child_env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(source), child_env.get("PYTHONPATH"))))
         proc = subprocess.Popen(
             [sys.executable, "-m", "bridged", "--config", str(config_path), "--log-level", "warning"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL if env else None,  # the fallback's warning is expected there
-            env={**os.environ, **env} if env else None,
+            env=child_env,
         )
         try:
             counter = LineCounter(output or out, "*.log" if path_template else None)

@@ -10,7 +10,11 @@ are to the batch-acking one. bridged runs as a real `bridged --config`
 process with redaction on (the default), writing to a file sink; its CPU
 time per message is printed too (steadier than msg/s on a shared machine).
 
-    python bench/throughput.py [--count 100000] [--rounds 1]
+    python bench/throughput.py [--count 100000] [--rounds 1] [--compare-with DIR]
+
+--compare-with DIR adds bridged contenders run from another checkout (e.g.
+`git worktree add /tmp/before HEAD~3`): a redesign measured before and after
+in the same run.
 """
 
 from __future__ import annotations
@@ -110,6 +114,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=1, help="repeat and keep each contender's best")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="DIR",
+        help="also run the bridged of this checkout (before/after a change, in one run)",
+    )
     args = parser.parse_args()
     count = args.count
     queue = f"bridged.bench.{os.getpid()}"
@@ -117,10 +127,11 @@ def main() -> int:
     binary = build_go_consumer(build_dir)
     cpu: dict[str, float] = {}
 
-    def bridged(fmt: str, name: str, env: dict[str, str] | None = None) -> Callable[[], float]:
+    def bridged(fmt: str, name: str, env: dict[str, str] | None = None, source: Path | None = None
+                ) -> Callable[[], float]:  # fmt: skip
         def run() -> float:
             stats: dict[str, float] = {}
-            seconds = run_bridged(queue, count, fmt, stats=stats, env=env)
+            seconds = run_bridged(queue, count, fmt, stats=stats, env=env, source=source)
             cpu[name] = min(cpu.get(name, float("inf")), stats["cpu_us"])
             return seconds
 
@@ -140,6 +151,11 @@ def main() -> int:
         "bridged raw, drain_events fallback": bridged("raw", "bridged raw, drain_events fallback",
                                                       {FAST_PATH_ENV: "0"}),
     })  # fmt: skip
+    if args.compare_with is not None:
+        other = args.compare_with.resolve()
+        for fmt in ("raw", "json", "oslo"):
+            name = f"{other.name} format={fmt}"
+            contenders[name] = bridged(fmt, name, source=other)
     best: dict[str, float] = {}
     try:
         for _ in range(args.rounds):
