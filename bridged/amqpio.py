@@ -1,4 +1,9 @@
-"""How a consumer reads py-amqp's socket cheaply: read-ahead, and waiting without timeouts.
+"""py-amqp beyond its public API, in one place: the fast read path and tolerant property decoding.
+
+Each use is checked against the installed py-amqp (names, and behaviour
+where a name is not enough), with a fallback when it does not fit: the
+public ``drain_events()`` for reads, py-amqp untouched for properties.
+tests/integration/test_hot_path.py fails loudly, naming what changed.
 
 py-amqp reads exactly the bytes it needs, one recv(2) per frame part (about
 six per message), and ``drain_events(timeout=…)`` flips the socket between
@@ -15,6 +20,7 @@ from __future__ import annotations
 import os
 import select
 import ssl
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -121,13 +127,19 @@ def tolerate_undecodable_properties() -> bool:
     connection drops, and the broker redelivers the same message forever. Here
     the properties of such a message become empty and ``undecodable`` says why;
     the body and the delivery (tag, routing key) are read as usual, so the
-    message is written and acked like any other. False if py-amqp's internals differ.
+    message is written and acked like any other.
+
+    The patch is checked for behaviour, not just for names: a content header
+    with invalid UTF-8 must come out marked and a good one as it was. False
+    (and py-amqp left as it was) if this py-amqp does not behave so.
     """
     from amqp.serialization import GenericContent
 
     original = getattr(GenericContent, "_load_properties", None)
-    if original is None or getattr(original, "tolerant", False):
-        return original is not None
+    if original is None:
+        return False
+    if getattr(original, "tolerant", False):
+        return True
 
     def load_properties(self: Any, class_id: int, buf: Any, offset: int) -> int:
         try:
@@ -140,4 +152,37 @@ def tolerate_undecodable_properties() -> bool:
     load_properties.tolerant = True  # type: ignore[attr-defined]
     GenericContent.undecodable = None
     GenericContent._load_properties = load_properties
-    return True
+    if _tolerates_bad_properties():
+        return True
+    GenericContent._load_properties = original  # not the py-amqp we know: leave it alone
+    del GenericContent.undecodable
+    return False
+
+
+# basic.properties with only content_type set (flag bit 15): a good one, and one that is not UTF-8.
+_GOOD_HEADER = struct.pack(">HB", 0x8000, 16) + b"application/json"
+_BAD_HEADER = struct.pack(">HB", 0x8000, 2) + b"\xff\xfe"
+_BASIC_CLASS = 60
+
+
+def _tolerates_bad_properties() -> bool:
+    """Whether the patched loader marks an undecodable header and decodes a good one as before."""
+    from amqp.basic_message import Message
+
+    try:
+        good, bad = Message(), Message()
+        good._load_properties(_BASIC_CLASS, _GOOD_HEADER, 0)
+        bad._load_properties(_BASIC_CLASS, _BAD_HEADER, 0)
+    except Exception:  # noqa: BLE001 - whatever this py-amqp does instead, the patch does not fit it
+        return False
+    return (
+        good.properties == {"content_type": "application/json"}
+        and good.undecodable is None
+        and bad.properties == {}
+        and isinstance(bad.undecodable, str)
+    )
+
+
+def undecodable(message: Any) -> str | None:
+    """Why py-amqp could not decode *message*'s properties (None: it could, or the patch is not installed)."""
+    return getattr(message, "undecodable", None)

@@ -18,7 +18,8 @@ import amqp
 from amqp import exceptions as amqp_errors
 from kombu.connection import Connection as KombuConnection
 
-from bridged.config import BindingConfig, BrokerConfig, TLSConfig
+from bridged.config import BindingConfig, BrokerConfig
+from bridged.configkit import TLSConfig
 from bridged.secrets import mask_text, url_password
 
 # With heartbeats off, a broker that hangs mid-declare is still given up after this.

@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bridged.formats import Delivery, notification
+from bridged.delivery import Delivery
+from bridged.formats import notification
 
 # Fields of the notification inside the body (oslo.messaging); priority compares case-insensitively.
 NOTIFICATION_FIELDS = ("event_type", "publisher_id", "priority")
@@ -36,8 +37,10 @@ def valid_field(name: str) -> bool:
 
 
 def _getter(name: str) -> Getter:
-    if name in DELIVERY_FIELDS:
-        return lambda delivery, note: _text(delivery.delivery_info.get(name))
+    if name == "routing_key":
+        return lambda delivery, note: _text(delivery.routing_key)
+    if name == "exchange":
+        return lambda delivery, note: _text(delivery.exchange)
     if name in NOTIFICATION_FIELDS:
         return lambda delivery, note: _text(note.get(name)) if note else None
     header = name[len(HEADER_PREFIX) :]

@@ -40,14 +40,13 @@ from bridged.config import (
     Config,
     ConfigError,
     MetricsConfig,
-    SinkConfig,
     Source,
     check_format,
 )  # fmt: skip
 from bridged.log import LOG_LEVELS, configure
 from bridged.redact import DEFAULT_REDACT_KEYS
 from bridged.secrets import mask_url
-from bridged.sinks import LineMeta, SinkClosed, StdoutSink
+from bridged.sinks import LineMeta, SinkClosed, SinkConfig, StdoutSink
 
 # Deliveries in flight to a terminal: enough for a burst, few to print twice after a reconnect.
 TAIL_PREFETCH = 100
@@ -216,7 +215,7 @@ class LimitedOutput:
         self.last_line = time.monotonic()  # when a line was last written (or the start)
         self.on_done: Callable[[], None] | None = None  # set to the supervisor's request_stop
 
-    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None, batch: object = None) -> None:
         with self._lock:
             if self._closed:
                 return  # after the count, or once the reader left: taken (acked), not shown

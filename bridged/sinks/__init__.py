@@ -1,35 +1,36 @@
-"""Where lines go: one module per kind of sink, all behind the Sink protocol of base.py."""
+"""Where lines go: one module per sink type, each registering its settings and builder (registry.py).
+
+base.py holds what every sink is (the Sink protocol, SinkConfig, SinkError,
+LineWriter). Importing this package registers every type: file (one path or
+a path template), stdout, syslog, relp.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bridged.config import SinkConfig
-from bridged.sinks.base import LineMeta, LineWriter, Sink, SinkClosed, SinkError
-from bridged.sinks.file import FileSink
+# Each module registers its type on import; this order is the order `type:` choices are listed in.
+# isort: off
+from bridged.sinks import file  # noqa: F401
+from bridged.sinks import stdout  # noqa: F401
+from bridged.sinks import syslog  # noqa: F401
+from bridged.sinks import relp  # noqa: F401
+
+# isort: on
+from bridged.sinks.base import LineMeta, LineWriter, Sink, SinkClosed, SinkConfig, SinkError
+from bridged.sinks.file import FileSink, FileSinkConfig
 from bridged.sinks.paths import PathTemplateSink
-from bridged.sinks.relp import RelpSink
+from bridged.sinks.registry import build_sink, parse_sink, sink_types
+from bridged.sinks.relp import RelpSink, RelpSinkConfig
 from bridged.sinks.stdout import StdoutSink
 from bridged.sinks.syslog import SyslogSink
-from bridged.sinks.syslogmsg import truncate_json
+from bridged.sinks.syslogmsg import SyslogSinkConfig, truncate_json
 
 __all__ = [
-    "FileSink", "LineMeta", "LineWriter", "PathTemplateSink", "RelpSink", "Sink", "SinkClosed", "SinkError",
-    "StdoutSink", "SyslogSink", "build_sink", "build_sinks", "truncate_json",
+    "FileSink", "FileSinkConfig", "LineMeta", "LineWriter", "PathTemplateSink", "RelpSink", "RelpSinkConfig", "Sink",
+    "SinkClosed", "SinkConfig", "SinkError", "StdoutSink", "SyslogSink", "SyslogSinkConfig", "build_sink",
+    "build_sinks", "parse_sink", "sink_types", "truncate_json",
 ]  # fmt: skip
-
-
-def build_sink(config: SinkConfig) -> Sink:
-    if config.type == "file":
-        assert config.path is not None
-        if "{" in config.path:
-            return PathTemplateSink(config.name, config.path, config.max_open_files)
-        return FileSink(config.name, config.path)
-    if config.type == "stdout":
-        return StdoutSink(config.name)
-    if config.type == "relp":
-        return RelpSink(config)
-    return SyslogSink(config)
 
 
 def build_sinks(configs: Mapping[str, SinkConfig]) -> dict[str, Sink]:

@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from bridged.formats import LineMeta as LineMeta  # per line, for sinks that want it (wants_meta)
+from bridged.formats.notification import LineMeta as LineMeta  # per line, for sinks that want it (wants_meta)
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """What every sink's settings have; each sink module adds its own fields in a subclass."""
+
+    name: str
+    type: str
+    format: str | None = None  # this sink's own format; None: each binding's
 
 
 class SinkError(Exception):
@@ -38,8 +48,12 @@ class Sink(Protocol):
     name: str
     wants_meta: bool  # whether write() needs a LineMeta per line (costs a parse per message)
 
-    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
-        """Deliver every line or raise SinkError."""
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None, batch: object = None) -> None:
+        """Deliver every line or raise SinkError.
+
+        *batch* is the held batch's identity: the same object when the worker retries it after a
+        failure (a sink that spreads lines over several files remembers its progress by it).
+        """
 
     def probe(self) -> str | None:
         """Why a line could not be written now, found without writing one (check --connect); None if it could."""

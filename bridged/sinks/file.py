@@ -1,92 +1,55 @@
-"""The file sink: appends, follows renames and deletions by inode, reopens on HUP."""
+"""`type: file`: one path (FileSink), or a path template with {fields} (PathTemplateSink)."""
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from bridged.sinks.base import LineMeta, LineWriter, SinkError, probe_path, reason
+from bridged import configkit as ck
+from bridged.sinks.appender import FileSink
+from bridged.sinks.base import Sink, SinkConfig
+from bridged.sinks.paths import PathTemplateError, PathTemplateSink, parse_path_template
+from bridged.sinks.registry import register
 
-# New log files: owner writes, group (e.g. adm) reads, others nothing.
-FILE_MODE = 0o640
-DIR_MODE = 0o750
-# How long lines keep going to a log file renamed under us (no new file, no HUP)
-# before the path is created again.
-RENAMED_FILE_GRACE = 2.0
+__all__ = ["FileSink", "FileSinkConfig", "PathTemplateSink"]
+
+# Files a path-template sink keeps open at once (least recently used closed first).
+DEFAULT_MAX_OPEN_FILES = 64
 
 
-class FileSink:
-    """Appends lines to a file; follows renames and deletions by inode, reopens on HUP."""
+@dataclass(frozen=True)
+class FileSinkConfig(SinkConfig):
+    path: str = ""
+    max_open_files: int = DEFAULT_MAX_OPEN_FILES  # a path with {fields}: files open at once
 
-    wants_meta = False
+    @property
+    def templated(self) -> bool:
+        return "{" in self.path
 
-    def __init__(self, name: str, path: str) -> None:
-        self.name = name
-        self.path = path
-        self._lock = threading.Lock()
-        self._fd: int | None = None
-        self._identity: tuple[int, int] | None = None
-        self._reopen_requested = False
-        self._writer = LineWriter()
-        self._missing_since: float | None = None
 
-    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
-        with self._lock:
-            try:
-                self._writer.write(self._descriptor(), lines)
-            except OSError as exc:
-                self._close_fd()
-                raise SinkError(f"cannot write {self.path}: {reason(exc)}", getattr(exc, "taken", 0)) from exc
+def _file_path(value: Any, where: str) -> str:
+    """A file path, or a path template with {fields} under a fixed directory."""
+    path = ck.name(value, where)
+    if "{" in path or "}" in path:
+        try:
+            parse_path_template(path)
+        except PathTemplateError as exc:
+            raise ck.ConfigError(where, str(exc)) from None
+    return path
 
-    def _descriptor(self) -> int:
-        """The open descriptor, reopened when asked or when the path now names another file."""
-        if self._fd is not None and not self._reopen_requested:
-            try:
-                stat = os.stat(self.path)
-            except FileNotFoundError:
-                stat = None
-            if stat is not None and (stat.st_dev, stat.st_ino) == self._identity:
-                return self._fd
-            if stat is None and os.fstat(self._fd).st_nlink > 0:
-                # Renamed away but still on disk: logrotate creates the new file
-                # and sends HUP within moments, so keep appending to the renamed
-                # file for a grace period rather than race its `create`.
-                now = time.monotonic()
-                if self._missing_since is None:
-                    self._missing_since = now
-                if now - self._missing_since < RENAMED_FILE_GRACE:
-                    return self._fd
-        self._close_fd()
-        self._reopen_requested = False
-        self._missing_since = None
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        stat = os.fstat(fd)
-        self._fd, self._identity = fd, (stat.st_dev, stat.st_ino)
-        return fd
 
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
+def parse_config(name: str, section: ck.Section) -> FileSinkConfig:
+    path = section.get("path", _file_path)
+    if "{" not in path:
+        return FileSinkConfig(name, "file", path=path)
+    max_open = section.get("max_open_files", ck.integer(1, 10_000), DEFAULT_MAX_OPEN_FILES)
+    return FileSinkConfig(name, "file", path=path, max_open_files=max_open)
 
-    def holds_cut_line(self) -> bool:
-        """Part of a line is in the file and its rest waits here for the next write."""
-        return bool(self._writer.rest)
 
-    def probe(self) -> str | None:
-        return probe_path(self.path)
+def build(config: FileSinkConfig) -> Sink:
+    if config.templated:
+        return PathTemplateSink(config.name, config.path, config.max_open_files)
+    return FileSink(config.name, config.path)
 
-    def reopen(self) -> None:
-        self._reopen_requested = True
 
-    def close(self) -> None:
-        with self._lock:
-            self._close_fd()
+register("file", parse_config, build)

@@ -7,9 +7,9 @@ max_open_files files are open at once (least recently used closed first);
 each is a FileSink, so it follows renames by inode and reopens on HUP.
 
 A batch spreads over several files. A file that fails keeps what it took;
-the lines of the batch already in their files are remembered (by position
-in the consumer's list, which only grows while it is held), so the retry
-writes only the rest: no line twice, none lost.
+the lines of the batch already in their files are remembered (by position,
+under the batch's identity, which the worker keeps while it holds the
+batch), so the retry writes only the rest: no line twice, none lost.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
 
+from bridged.sinks.appender import FileSink
 from bridged.sinks.base import LineMeta, SinkError, probe_directory
-from bridged.sinks.file import FileSink
 
 META_FIELDS = ("binding", "exchange", "routing_key", "event_type", "publisher_id", "priority")
 PATH_FIELDS = (*META_FIELDS, "year", "month", "day", "hour", "date")
@@ -84,9 +84,9 @@ class PathTemplateSink:
         self._files: OrderedDict[str, FileSink] = OrderedDict()
         self._paths: dict[Any, str] = {}
         self._lock = threading.Lock()
-        # Per held batch (one per binding sharing this sink): the consumer's list, kept alive so
-        # it is recognised by identity, and the positions of it already in their files.
-        self._progress: OrderedDict[int, tuple[Sequence[bytes], set[int]]] = OrderedDict()
+        # Per held batch (one per binding sharing this sink), by the batch's identity: the
+        # positions of its lines already in their files.
+        self._progress: OrderedDict[object, set[int]] = OrderedDict()
 
     def path_for(self, meta: LineMeta, when: time.struct_time) -> str:
         """The file for one line: cached by the values of the fields the template uses (the hot path)."""
@@ -110,12 +110,11 @@ class PathTemplateSink:
             self._paths[key] = path
         return path
 
-    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None, batch: object = None) -> None:
         assert meta is not None and len(meta) == len(lines)
         when = time.gmtime()
         with self._lock:
-            entry = self._progress.get(id(lines))
-            done: set[int] = entry[1] if entry is not None and entry[0] is lines else set()
+            done: set[int] = (self._progress.get(batch) if batch is not None else None) or set()
             groups: dict[str, list[int]] = {}
             for position, line_meta in enumerate(meta):
                 if position not in done:
@@ -126,14 +125,16 @@ class PathTemplateSink:
                     sink.write([lines[i] for i in positions])
                 except SinkError as exc:
                     done.update(positions[: exc.taken])
-                    self._remember(lines, done)
+                    self._remember(batch, done)
                     raise SinkError(str(exc), taken=0) from exc  # retried whole; what is done is skipped
                 done.update(positions)
-            self._progress.pop(id(lines), None)
+            self._progress.pop(batch, None)
 
-    def _remember(self, lines: Sequence[bytes], done: set[int]) -> None:
-        self._progress[id(lines)] = (lines, done)
-        self._progress.move_to_end(id(lines))
+    def _remember(self, batch: object, done: set[int]) -> None:
+        if batch is None:
+            return  # no identity to know the retry by: it is written whole again
+        self._progress[batch] = done
+        self._progress.move_to_end(batch)
         while len(self._progress) > MAX_HELD_BATCHES:  # batches given up (their connection dropped)
             self._progress.popitem(last=False)
 

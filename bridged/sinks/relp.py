@@ -21,13 +21,22 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from bridged import __version__
-from bridged.config import SinkConfig, TLSConfig
+from bridged import configkit as ck
+from bridged.configkit import TLSConfig
 from bridged.log import get_logger
 from bridged.sinks.base import LineMeta, SinkError
-from bridged.sinks.syslogmsg import SyslogMessages
+from bridged.sinks.registry import register
+from bridged.sinks.syslogmsg import SyslogMessages, SyslogSinkConfig, syslog_settings
+
+# rsyslog's imrelp listens here unless told otherwise.
+RELP_DEFAULT_PORT = 2514
+# RELP frames in flight before waiting for answers: librelp's own default window.
+RELP_DEFAULT_WINDOW = 128
 
 # TXNR runs 1..999,999,999 and then starts again at 1 (0 is the server's hints).
 MAX_TXNR = 999_999_999
@@ -46,6 +55,14 @@ MAX_HEADER = 52
 QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 # A clean close waits this long for the server's answer before dropping the socket.
 CLOSE_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class RelpSinkConfig(SyslogSinkConfig):
+    """A RELP server (rsyslog's imrelp): the syslog message settings, a window, TLS."""
+
+    window: int = RELP_DEFAULT_WINDOW  # frames sent and not yet answered
+    tls: TLSConfig | None = None  # None: plain TCP
 
 
 class RelpError(Exception):
@@ -110,7 +127,7 @@ class RelpSink:
 
     wants_meta = True
 
-    def __init__(self, config: SinkConfig) -> None:
+    def __init__(self, config: RelpSinkConfig) -> None:
         self.name = config.name
         self.address = config.address
         parts = urlsplit(config.address)
@@ -127,7 +144,7 @@ class RelpSink:
 
     # -- the Sink protocol -------------------------------------------------------
 
-    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None, batch: object = None) -> None:
         with self._lock:
             try:
                 self._ensure_session()
@@ -342,3 +359,29 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+def _relp_address(value: Any, where: str) -> str:
+    """tcp://host[:port] (port 2514 by default), normalised to carry its port."""
+    address = ck.name(value, where)
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError as exc:
+        raise ck.ConfigError(where, f"malformed RELP address {address!r}: {exc}") from None
+    if parts.scheme != "tcp" or not parts.hostname or port == 0 or parts.path not in ("", "/"):
+        raise ck.ConfigError(where, f"{address!r} is not tcp://host or tcp://host:port")
+    return f"tcp://{parts.netloc}" if port else f"tcp://{parts.netloc}:{RELP_DEFAULT_PORT}"
+
+
+def parse_config(name: str, section: ck.Section) -> RelpSinkConfig:
+    """`type: relp`: tcp://host[:port], the message settings, window and TLS."""
+    return RelpSinkConfig(
+        name, "relp", address=section.get("address", _relp_address),
+        **syslog_settings(section, ("rfc5424", "rfc3164"), "rfc5424"),
+        window=section.get("window", ck.integer(1, 10_000), RELP_DEFAULT_WINDOW),
+        tls=ck.tls_settings(section.section("tls")) if "tls" in section.raw else None,
+    )  # fmt: skip
+
+
+register("relp", parse_config, RelpSink)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from bridged.sinks.base import LineMeta, LineWriter, SinkClosed, SinkError, reason
+from bridged import configkit as ck
+from bridged.sinks.base import LineMeta, LineWriter, SinkClosed, SinkConfig, SinkError, reason
+from bridged.sinks.registry import register
 
 
 class StdoutSink:
@@ -18,7 +20,7 @@ class StdoutSink:
         self._lock = threading.Lock()
         self._writer = LineWriter()
 
-    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None, batch: object = None) -> None:
         with self._lock:
             try:
                 self._writer.write(1, lines)
@@ -36,3 +38,10 @@ class StdoutSink:
 
     def close(self) -> None:
         pass
+
+
+def _parse_config(name: str, section: ck.Section) -> SinkConfig:
+    return SinkConfig(name, "stdout")
+
+
+register("stdout", _parse_config, lambda config: StdoutSink(config.name))

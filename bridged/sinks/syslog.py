@@ -6,11 +6,18 @@ import select
 import socket
 import threading
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
-from bridged.config import SinkConfig
+from bridged import configkit as ck
 from bridged.sinks.base import LineMeta, SinkError, reason
-from bridged.sinks.syslogmsg import SyslogMessages
+from bridged.sinks.registry import register
+from bridged.sinks.syslogmsg import SyslogMessages, SyslogSinkConfig, syslog_settings
+
+# local: the syslog(3) format rsyslog's imuxsock and journald parse on /dev/log.
+SYSLOG_PROTOCOLS = ("rfc5424", "rfc3164", "local")
+# The largest UDP payload over IPv4; unix datagram sockets refuse less than that.
+MAX_DATAGRAM = 65507
 
 
 def _still_open(sock: socket.socket) -> bool:
@@ -42,7 +49,7 @@ class SyslogSink:
 
     wants_meta = True
 
-    def __init__(self, config: SinkConfig) -> None:
+    def __init__(self, config: SyslogSinkConfig) -> None:
         self.name = config.name
         self.address = config.address
         self._config = config
@@ -79,7 +86,7 @@ class SyslogSink:
         self._sock = sock
         return sock
 
-    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None) -> None:
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None, batch: object = None) -> None:
         with self._lock:
             try:
                 sock = self._connect()
@@ -117,3 +124,35 @@ class SyslogSink:
     def close(self) -> None:
         with self._lock:
             self._close_socket()
+
+
+def _syslog_address(value: Any, where: str) -> str:
+    address = ck.name(value, where)
+    if address.startswith("/"):
+        return address
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError as exc:
+        raise ck.ConfigError(where, f"malformed syslog address {address!r}: {exc}") from None
+    if parts.scheme not in ("udp", "tcp") or not parts.hostname or not port:
+        raise ck.ConfigError(where, f"{address!r} is not a socket path, udp://host:port or tcp://host:port")
+    return address
+
+
+def parse_config(name: str, section: ck.Section) -> SyslogSinkConfig:
+    """`type: syslog`: a unix socket path, udp://host:port or tcp://host:port, and the message settings."""
+    address = section.get("address", _syslog_address, "/dev/log")
+    # A local socket speaks syslog(3)'s format (imuxsock and journald mis-parse RFC 5424 there).
+    default_protocol = "local" if address.startswith("/") else "rfc5424"
+    config = SyslogSinkConfig(name, "syslog", address=address,
+                              **syslog_settings(section, SYSLOG_PROTOCOLS, default_protocol))  # fmt: skip
+    if not address.startswith("tcp://") and config.max_size > MAX_DATAGRAM:
+        raise ck.ConfigError(
+            ck.join(section.path, "max_size"),
+            f"must be at most {MAX_DATAGRAM} for a datagram address (a larger datagram is refused, not truncated)",
+        )
+    return config
+
+
+register("syslog", parse_config, SyslogSink)

@@ -1,7 +1,7 @@
-"""Syslog messages: the RFC 5424, RFC 3164 or syslog(3) header for a line, and the size cap.
+"""Syslog messages: their settings, the RFC 5424, RFC 3164 or syslog(3) header for a line, and the size cap.
 
 Shared by the sinks that speak syslog (plain syslog, RELP): each adds only
-its transport's framing.
+its transport's address and framing.
 """
 
 from __future__ import annotations
@@ -11,11 +11,78 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from bridged.config import SinkConfig
+from bridged import configkit as ck
 from bridged.log import get_logger
-from bridged.sinks.base import LineMeta
+from bridged.sinks.base import LineMeta, SinkConfig
+
+# RFC 5424 section 6.2.1 facility names and codes.
+SYSLOG_FACILITIES = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5,
+    "lpr": 6, "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+    "local0": 16, "local1": 17, "local2": 18, "local3": 19,
+    "local4": 20, "local5": 21, "local6": 22, "local7": 23,
+}  # fmt: skip
+# RFC 5424 section 6.2.1 severities, with the spellings people also write.
+SYSLOG_SEVERITIES = {
+    "emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7,
+    "emergency": 0, "critical": 2, "error": 3, "warn": 4,
+}  # fmt: skip
+# oslo.messaging notification priorities (upper-cased) -> syslog severity.
+DEFAULT_SEVERITY_MAP = {
+    "CRITICAL": 2, "ERROR": 3, "WARN": 4, "WARNING": 4,
+    "AUDIT": 5, "INFO": 6, "SAMPLE": 6, "DEBUG": 7,
+}  # fmt: skip
+DEFAULT_MAX_SIZE = 8192
+
+
+@dataclass(frozen=True)
+class SyslogSinkConfig(SinkConfig):
+    """What every syslog-speaking sink has: address, message format, severity, size, timeout."""
+
+    address: str = "/dev/log"
+    facility: int = SYSLOG_FACILITIES["user"]
+    tag: str = "bridged"
+    protocol: str = "rfc5424"
+    max_size: int = DEFAULT_MAX_SIZE  # bytes per message, header included; longer ones are cut
+    timeout: float = 5.0
+    severity: int = SYSLOG_SEVERITIES["info"]  # for messages that carry no known priority
+    severity_map: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SEVERITY_MAP))
+
+
+def syslog_settings(section: ck.Section, protocols: tuple[str, ...], default_protocol: str) -> dict[str, Any]:
+    """The message settings of a syslog-speaking sink's *section*, as SyslogSinkConfig keywords."""
+    return {
+        "facility": SYSLOG_FACILITIES[section.get("facility", ck.choice(tuple(SYSLOG_FACILITIES)), "user")],
+        "tag": section.get("tag", _syslog_tag, "bridged"),
+        "protocol": section.get("protocol", ck.choice(protocols), default_protocol),
+        "max_size": section.get("max_size", ck.integer(480, 1 << 20), DEFAULT_MAX_SIZE),
+        "timeout": section.get("timeout", ck.number(0, strict=True), 5.0),
+        "severity": SYSLOG_SEVERITIES[section.get("severity", ck.choice(tuple(SYSLOG_SEVERITIES)), "info")],
+        "severity_map": {**DEFAULT_SEVERITY_MAP, **section.get("severity_map", _severity_map, {})},
+    }
+
+
+def _severity_map(value: Any, where: str) -> dict[str, int]:
+    """Notification priority -> severity name; priorities compare upper-cased."""
+    mapping = ck.mapping(value, where)
+    out = {}
+    for priority, severity in mapping.items():
+        key = ck.name(priority, where).upper()
+        out[key] = SYSLOG_SEVERITIES[ck.choice(tuple(SYSLOG_SEVERITIES))(severity, ck.join(where, priority))]
+    return out
+
+
+def _syslog_tag(value: Any, where: str) -> str:
+    tag = ck.name(value, where)
+    # RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters, no space.
+    if len(tag) > 48 or not all(33 <= ord(c) <= 126 for c in tag):
+        raise ck.ConfigError(where, f"{tag!r} must be 1-48 printable ASCII characters without spaces")
+    return tag
+
 
 TRUNCATION_MARKER = b"...[truncated]"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -53,7 +120,7 @@ def truncate_json(line: bytes, limit: int) -> bytes:
 class SyslogMessages:
     """Builds syslog messages: severity from the notification's priority, event_type as the RFC 5424 MSGID."""
 
-    def __init__(self, config: SinkConfig) -> None:
+    def __init__(self, config: SyslogSinkConfig) -> None:
         self._config = config
         self._hostname = (socket.gethostname().split(".")[0] or "-").encode("ascii", "replace")
         self._pris = [f"<{config.facility * 8 + severity}>".encode() for severity in range(8)]

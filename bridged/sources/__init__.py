@@ -1,14 +1,31 @@
-"""Where messages come from: one module per protocol, each giving the supervisor a BindingWorker per binding."""
+"""Where messages come from: a protocol-blind worker per binding (worker.py) over one protocol's session.
+
+The supervisor builds workers here and never learns the protocol; the
+protocol modules (amqp091.py, amqp10.py) implement session.py's Source and
+Session, and neither imports the other or the worker.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig
+from bridged.config import BindingConfig, BrokerConfig, Config, ReconnectConfig
 from bridged.sinks import Sink
-from bridged.sources.base import BindingWorker
+from bridged.sources.session import Source
+from bridged.sources.worker import BindingWorker
 
-__all__ = ["BindingWorker", "build_worker"]
+__all__ = ["BindingWorker", "build_worker", "check_connect"]
+
+
+def _source(binding: BindingConfig, broker: BrokerConfig) -> Source:
+    """The protocol of the broker's URLs; qpid-proton is imported only when an amqp10:// URL is configured."""
+    if broker.amqp10:
+        from bridged.sources.amqp10 import Amqp10Source
+
+        return Amqp10Source(binding, broker)
+    from bridged.sources.amqp091 import Amqp091Source
+
+    return Amqp091Source(binding, broker)
 
 
 def build_worker(
@@ -19,11 +36,16 @@ def build_worker(
     on_fatal: Callable[[BindingWorker, int], None] | None = None,
     backlog_interval: float | None = None,
 ) -> BindingWorker:
-    """The worker for *binding*, by the protocol of the broker's URLs."""
-    if broker.amqp10:
-        from bridged.sources.amqp10 import Amqp10Consumer  # qpid-proton only when an amqp10:// URL is configured
+    """The worker for *binding*, over a session of the broker's protocol."""
+    return BindingWorker(binding, broker, reconnect, sinks, _source(binding, broker), on_fatal, backlog_interval)
 
-        return Amqp10Consumer(binding, broker, reconnect, sinks, on_fatal, backlog_interval)
-    from bridged.sources.amqp091 import BindingConsumer
 
-    return BindingConsumer(binding, broker, reconnect, sinks, on_fatal, backlog_interval)
+def check_connect(config: Config) -> list[str]:
+    """`--check --connect` for the broker's protocol: one line per problem with the URLs and bindings."""
+    if config.broker.amqp10:
+        from bridged.sources import amqp10
+
+        return amqp10.check_connect(config)
+    from bridged.sources import amqp091
+
+    return list(amqp091.check_connect(config))

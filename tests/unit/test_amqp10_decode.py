@@ -9,11 +9,12 @@ pytest.importorskip("proton")
 from proton import Message
 
 from bridged.formats import make_formatter
-from bridged.sources.amqp10 import _Engine
+from bridged.sources.amqp10 import Amqp10Session
 
 
-def engine() -> _Engine:
-    e = _Engine.__new__(_Engine)
+def engine() -> Amqp10Session:
+    """A session's decoding half, without a connection."""
+    e = Amqp10Session.__new__(Amqp10Session)
     e._message = Message()
     e._tag = 7
     return e
@@ -25,9 +26,9 @@ def test_fields_of_a_message_relayed_from_amqp_0_9_1():
                    properties={"tenant": "t1"}, creation_time=1_700_000_000.25,
                    content_type="application/json").encode()  # fmt: skip
     delivery = engine()._delivery(data)
-    assert delivery.body == b'{"n": 1}' and delivery.undecodable is None
-    assert delivery.delivery_info == {"exchange": "", "routing_key": "notifications.info", "redelivered": False,
-                                      "delivery_tag": 7}  # fmt: skip
+    assert delivery.body == b'{"n": 1}' and delivery.error is None
+    assert (delivery.exchange, delivery.routing_key, delivery.redelivered, delivery.tag) == (
+        "", "notifications.info", False, 7)  # fmt: skip
     assert delivery.properties == {"content_type": "application/json", "message_id": "m-1", "timestamp": 1_700_000_000,
                                    "delivery_mode": 2, "application_headers": {"tenant": "t1"}}  # fmt: skip
 
@@ -35,7 +36,7 @@ def test_fields_of_a_message_relayed_from_amqp_0_9_1():
 def test_a_redelivered_message_carries_its_count_for_max_redeliveries():
     data = Message(body="x", delivery_count=3).encode()
     delivery = engine()._delivery(data)
-    assert delivery.delivery_info["redelivered"] is True
+    assert delivery.redelivered is True
     assert delivery.properties["application_headers"] == {"x-delivery-count": 3}
     assert delivery.body == b"x"
 

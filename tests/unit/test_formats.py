@@ -20,18 +20,9 @@ from bridged.formats import (
     utc_now,
 )
 from bridged.redact import DEFAULT_REDACT_KEYS, Redactor
+from tests.unit.helpers import make_delivery
 
 REDACTOR = Redactor(DEFAULT_REDACT_KEYS)
-
-
-class Delivery:
-    """The attributes a formatter reads from an amqp.Message."""
-
-    def __init__(self, body, routing_key="notifications.info", redelivered=False, **properties):
-        self.body = body
-        self.delivery_info = {"exchange": "nova", "routing_key": routing_key, "redelivered": redelivered,
-                              "delivery_tag": 7, "consumer_tag": "c"}  # fmt: skip
-        self.properties = properties
 
 
 SAFE_LINE = re.compile(rb"[^\x00-\x1f\x7f]*")
@@ -47,7 +38,7 @@ def assert_one_safe_line(line: bytes) -> None:
 
 def test_raw_passes_plain_ascii_untouched():
     body = b'{"event_type": "compute.instance.create.end"}'
-    assert format_raw(Delivery(body)) is body
+    assert format_raw(make_delivery(body)) is body
 
 
 @pytest.mark.parametrize(
@@ -66,7 +57,7 @@ def test_raw_passes_plain_ascii_untouched():
     ],
 )
 def test_raw_escapes_control_characters(body, line):
-    assert format_raw(Delivery(body)) == line
+    assert format_raw(make_delivery(body)) == line
 
 
 def test_escape_text_returns_clean_text_as_is():
@@ -76,7 +67,7 @@ def test_escape_text_returns_clean_text_as_is():
 
 def test_json_record_fields():
     """json: routing data, received_at, set properties, and the body as a JSON value."""
-    delivery = Delivery(b'{"a": [1, 2]}', redelivered=True, content_type="application/json",
+    delivery = make_delivery(b'{"a": [1, 2]}', redelivered=True, content_type="application/json",
                         message_id="m1", timestamp=datetime.datetime(2026, 1, 2, 3, 4, 5),
                         application_headers={"h": b"\x01v", "d": datetime.datetime(2026, 1, 1)})  # fmt: skip
     rec = json.loads(make_formatter("json", "nova")(delivery))
@@ -105,7 +96,7 @@ def test_json_record_fields():
 )
 def test_json_body_value(body, value, encoding):
     """JSON bodies nest; text stays text; binary is base64 and marked; odd JSON falls back to text."""
-    rec = json.loads(make_formatter("json", "b")(Delivery(body)))
+    rec = json.loads(make_formatter("json", "b")(make_delivery(body)))
     assert rec["body"] == value
     assert rec.get("body_encoding") == encoding
 
@@ -115,7 +106,7 @@ def test_oslo_unwraps_the_envelope():
     inner = {"event_type": "image.upload", "publisher_id": "image.host1", "priority": "INFO",
              "payload": {"id": "abc", "size": 3}, "timestamp": "2026-01-01 00:00:00.0", "message_id": "u1"}  # fmt: skip
     envelope = json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(inner)}).encode()
-    rec = json.loads(make_formatter("oslo", "glance")(Delivery(envelope)))
+    rec = json.loads(make_formatter("oslo", "glance")(make_delivery(envelope)))
     for key, value in inner.items():
         assert rec[key] == value
     assert rec["oslo.version"] == "2.0" and "body" not in rec and rec["binding"] == "glance"
@@ -124,11 +115,11 @@ def test_oslo_unwraps_the_envelope():
 def test_oslo_keeps_record_keys_and_handles_bare_and_broken_messages():
     """A v1 (bare) message is used as is; clashing keys are prefixed; a broken envelope stays a body."""
     bare = json.dumps({"event_type": "x", "binding": "evil", "properties": 1}).encode()
-    rec = json.loads(make_formatter("oslo", "b")(Delivery(bare)))
+    rec = json.loads(make_formatter("oslo", "b")(make_delivery(bare)))
     assert rec["event_type"] == "x" and rec["binding"] == "b" and rec["message.binding"] == "evil"
     broken = b'{"oslo.version": "2.0", "oslo.message": "{nope"}'
-    assert json.loads(make_formatter("oslo", "b")(Delivery(broken)))["body"]["oslo.message"] == "{nope"
-    assert json.loads(make_formatter("oslo", "b")(Delivery(b"text")))["body"] == "text"
+    assert json.loads(make_formatter("oslo", "b")(make_delivery(broken)))["body"]["oslo.message"] == "{nope"
+    assert json.loads(make_formatter("oslo", "b")(make_delivery(b"text")))["body"] == "text"
 
 
 def test_template_substitutes_named_fields_and_escapes_them():
@@ -136,7 +127,7 @@ def test_template_substitutes_named_fields_and_escapes_them():
         "{binding} {routing_key} {amqp_message_id} [{event_type}] {redelivered} {amqp_headers} {body}", "n"
     )
     body = json.dumps({"event_type": "compute.instance.create.end", "payload": {}}).encode()
-    line = fmt(Delivery(body, message_id="id\nforged", application_headers={"k": "v"}))
+    line = fmt(make_delivery(body, message_id="id\nforged", application_headers={"k": "v"}))
     assert line.decode().startswith('n notifications.info id\\nforged [compute.instance.create.end] false {"k":"v"} {')
     assert_one_safe_line(line)
 
@@ -150,7 +141,7 @@ def test_template_never_evaluates():
 
 def test_every_template_field_renders_for_a_bare_message():
     fmt = make_formatter(" ".join("{" + name + "}" for name in TEMPLATE_FIELDS), "b")
-    assert_one_safe_line(fmt(Delivery(b"\xff")))
+    assert_one_safe_line(fmt(make_delivery(b"\xff")))
 
 
 def test_utc_now_format():
@@ -169,7 +160,7 @@ PROPERTY_VALUES = st.one_of(
                              PROPERTY_VALUES))  # fmt: skip
 def test_any_input_gives_exactly_one_valid_line(body, key, props):
     """Property: any body, key and properties give one safe line per format; JSON lines parse."""
-    delivery = Delivery(body, routing_key=key, **props)
+    delivery = make_delivery(body, routing_key=key, **props)
     for name in ("raw", "json", "oslo", "{routing_key}|{amqp_message_id}|{amqp_headers}|{event_type}|{body}"):
         for redactor in (None, REDACTOR):
             line = make_formatter(name, "b", redactor)(delivery)
@@ -190,4 +181,4 @@ def test_any_input_gives_exactly_one_valid_line(body, key, props):
 def test_json_bodies_roundtrip(value):
     """Property: a JSON body comes back as the same value."""
     body = json.dumps(value).encode()
-    assert json.loads(make_formatter("json", "b")(Delivery(body)))["body"] == value
+    assert json.loads(make_formatter("json", "b")(make_delivery(body)))["body"] == value

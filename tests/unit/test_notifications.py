@@ -7,11 +7,10 @@ import socket
 
 import pytest
 
-from bridged.config import SinkConfig
 from bridged.formats import LineMeta, TemplateError, compile_template, make_formatter, notification_meta
 from bridged.sinks import truncate_json
-from bridged.sinks.syslogmsg import SyslogMessages
-from tests.unit.test_formats import Delivery
+from bridged.sinks.syslogmsg import SyslogMessages, SyslogSinkConfig
+from tests.unit.helpers import make_delivery
 
 INNER = {
     "message_id": "note-id",
@@ -32,7 +31,7 @@ def test_notification_and_amqp_fields_are_distinct():
         "|{amqp_priority}|{amqp_message_id}|{amqp_timestamp}",
         "b",
     )
-    line = fmt(Delivery(BODY, priority=0, message_id="amqp-id", timestamp=1700000000))
+    line = fmt(make_delivery(BODY, priority=0, message_id="amqp-id", timestamp=1700000000))
     assert line.decode().split("|") == [
         "WARN", "note-id", "2026-11-22 05:00:00.000001", "req-7", "network.ctl1", "port.create.end",
         '{"port":{"id":"p-1"}}', "0", "amqp-id", "1700000000",
@@ -45,20 +44,20 @@ def test_old_property_names_point_to_their_new_names():
 
 
 def test_notification_fields_are_empty_for_other_messages():
-    assert make_formatter("[{priority}][{event_type}][{payload}]", "b")(Delivery(b"plain")) == b"[][][]"
+    assert make_formatter("[{priority}][{event_type}][{payload}]", "b")(make_delivery(b"plain")) == b"[][][]"
 
 
 def test_meta_reads_oslo_2_and_bare_notifications():
-    meta = notification_meta(Delivery(BODY), "b")
+    meta = notification_meta(make_delivery(BODY), "b")
     assert meta[:3] == ("WARN", "port.create.end", "network.ctl1")
     assert (meta.routing_key, meta.exchange, meta.binding) == ("notifications.info", "nova", "b")
-    assert notification_meta(Delivery(json.dumps(INNER).encode()))[:2] == ("WARN", "port.create.end")
-    assert notification_meta(Delivery(b"\xff not json"))[:3] == (None, None, None)
-    assert notification_meta(Delivery(b'{"priority": 3}'))[:2] == (None, None)
+    assert notification_meta(make_delivery(json.dumps(INNER).encode()))[:2] == ("WARN", "port.create.end")
+    assert notification_meta(make_delivery(b"\xff not json"))[:3] == (None, None, None)
+    assert notification_meta(make_delivery(b'{"priority": 3}'))[:2] == (None, None)
 
 
 def sink(**config) -> SyslogMessages:
-    return SyslogMessages(SinkConfig("s", "syslog", **{"address": "udp://127.0.0.1:514", **config}))
+    return SyslogMessages(SyslogSinkConfig("s", "syslog", **{"address": "udp://127.0.0.1:514", **config}))
 
 
 @pytest.mark.parametrize(

@@ -48,11 +48,12 @@ def test_a_failing_file_keeps_what_the_others_took(tmp_path):
     blocker.mkdir(parents=True)  # a directory where file b.log should be: its writes fail
     lines = [f"line {i}".encode() for i in range(9)]
     meta = [LineMeta(event_type="abc"[i % 3]) for i in range(9)]
+    held = object()  # the worker's batch: the same object on every retry
     with pytest.raises(SinkError) as failure:
-        sink.write(lines, meta)
+        sink.write(lines, meta, held)
     assert failure.value.taken == 0
     blocker.rmdir()
-    sink.write(lines, meta)  # the same held batch again, as the consumer retries it
+    sink.write(lines, meta, held)  # the same held batch again, as the worker retries it
     for name, indexes in (("a", [0, 3, 6]), ("b", [1, 4, 7]), ("c", [2, 5, 8])):
         assert (tmp_path / "logs" / f"{name}.log").read_text().splitlines() == [f"line {i}" for i in indexes]
     assert sink.open_files() <= 2

@@ -1,0 +1,67 @@
+"""The oslo format: the json record with the oslo.messaging envelope unwrapped into it."""
+
+from __future__ import annotations
+
+from bridged.delivery import Delivery
+from bridged.formats.jsonline import RECORD_KEYS, prefix, properties, record
+from bridged.formats.jsontext import check_json, dump, quote, splice_safe
+from bridged.formats.masking import redact_body, redact_or_mark, redacted_text
+from bridged.formats.notification import unwrap_oslo
+from bridged.formats.text import LineFormatter
+from bridged.redact import Redactor
+
+
+def make_oslo(binding: str, redactor: Redactor | None = None) -> LineFormatter:
+    binding_json = quote(binding)
+
+    def format_oslo(delivery: Delivery) -> bytes:
+        body = delivery.body
+        if type(body) is bytes and body.isascii():
+            spliced = _splice_oslo(delivery, body, binding_json, redactor)
+            if spliced is not None:
+                return spliced
+        rec = record(delivery, binding)  # unredacted: the message is unwrapped first, then masked
+        message = unwrap_oslo(rec["body"])
+        if redactor is not None:
+            rec["properties"] = properties(delivery.properties, redactor)
+            if message is None:
+                rec["body"] = redact_body(rec["body"], redactor)
+            else:
+                masked = redact_or_mark(message, redactor)
+                message = masked if isinstance(masked, dict) else {"body": masked}
+        if message is not None:
+            del rec["body"]
+            for key, val in message.items():
+                rec[f"message.{key}" if key in RECORD_KEYS else key] = val
+        return dump(rec)
+
+    return format_oslo
+
+
+def _splice_oslo(delivery: Delivery, body: bytes, binding_json: str, redactor: Redactor | None) -> bytes | None:
+    """The common oslo 2.0 envelope, unwrapped by copying the inner JSON text after the record's fields."""
+    try:
+        outer = check_json(body)
+    except ValueError:
+        return None
+    if not isinstance(outer, dict) or set(outer) != {"oslo.version", "oslo.message"}:
+        return None
+    inner_text, version = outer["oslo.message"], outer["oslo.version"]
+    if not isinstance(inner_text, str) or not isinstance(version, str) or not splice_safe(inner_text):
+        return None
+    try:
+        inner = check_json(inner_text)
+    except ValueError:
+        return None
+    if not isinstance(inner, dict) or not inner or not RECORD_KEYS.isdisjoint(inner) or "oslo.version" in inner:
+        return None
+    delivery.note = inner  # parsed once: filters and sinks read it from the delivery
+    if redactor is not None and redactor.needs(inner):
+        rewritten = redacted_text(inner, redactor, None)
+        if rewritten is None:
+            return None
+        inner_text = rewritten.decode("ascii")
+    inner_text = inner_text.strip()
+    return f'{prefix(delivery, binding_json, redactor)},"oslo.version":{quote(version)},{inner_text[1:]}'.encode(
+        "ascii"
+    )
