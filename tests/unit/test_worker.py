@@ -1,0 +1,270 @@
+"""The worker's promise, over a scripted stub session and in-memory sinks: settled only after every sink took it.
+
+No broker and no threads: each test runs the worker's loop in the test's own
+thread, with a session that plays a script (deliveries, a lost connection,
+the stop) and records what the worker settled, rejected and closed. Every
+event (sink writes, settles) goes to one shared journal, so the order is
+what is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+import yaml as pyyaml
+
+from bridged.config import BindingConfig, Config, parse_config
+from bridged.delivery import Delivery
+from bridged.sinks import LineMeta, SinkClosed, SinkError
+from bridged.sources.session import CONNECTION, Deliver, Stopped
+from bridged.sources.worker import EXIT_OUTPUT_CLOSED, BindingWorker
+
+Journal = list[tuple[str, Any]]
+
+
+def config(**binding: Any) -> Config:
+    """One binding writing to sinks a and b; batches of 3 that never come due by time (batch_delay 60 s)."""
+    yaml = {
+        "reconnect": {"initial_delay": 0.001, "max_delay": 0.002},
+        "sinks": {"a": {"type": "stdout"}, "b": {"type": "stdout"}},
+        "bindings": {"nova": {"exchange": "nova", "sinks": ["a", "b"], "batch_size": 3, "batch_delay": 60,
+                              **binding}},
+    }  # fmt: skip
+    return parse_config(pyyaml.safe_dump(yaml), "test.yaml", {})
+
+
+class MemorySink:
+    """Takes lines into the journal; fails the next *failures* writes (taking *taken* lines of the first)."""
+
+    wants_meta = False
+
+    def __init__(self, name: str, journal: Journal) -> None:
+        self.name = name
+        self.journal = journal
+        self.lines: list[bytes] = []
+        self.failures = 0
+        self.taken_on_failure = 0
+        self.closed_for_good = False
+
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None, batch: object = None) -> None:
+        if self.closed_for_good:
+            raise SinkClosed("reader gone")
+        if self.failures:
+            self.failures -= 1
+            taken = self.taken_on_failure
+            self.lines.extend(lines[:taken])
+            self.journal.append((f"write {self.name}", [*lines[:taken]]))
+            raise SinkError("disk full", taken=taken)
+        self.lines.extend(lines)
+        self.journal.append((f"write {self.name}", list(lines)))
+
+    def probe(self) -> str | None:
+        return None
+
+    def reopen(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+Action = list[Delivery] | BaseException | Callable[[], None] | str
+WAIT = "wait"  # an action: nothing arrives for as long as the worker waits (until a sink retry is due)
+
+
+class StubSession:
+    """Plays a script, one action per pump: deliveries to hand over, an exception to raise, WAIT, or a call."""
+
+    def __init__(self, script: list[Action], deliver: Deliver, journal: Journal) -> None:
+        self.script = script
+        self.deliver = deliver
+        self.journal = journal
+        self.consuming = True
+        self.log_fields: dict[str, Any] = {}
+
+    def pump(self, timeout: float) -> None:
+        if not self.script:
+            raise AssertionError("the script ran out before the worker was stopped")
+        action = self.script.pop(0)
+        if action == WAIT:
+            time.sleep(timeout)
+            return
+        if isinstance(action, BaseException):
+            raise action
+        if callable(action):
+            action()
+            return
+        for delivery in action:
+            self.deliver(delivery)
+
+    def settle(self, tag: int) -> None:
+        self.journal.append(("settle", tag))
+
+    def reject(self, tag: int) -> None:
+        self.journal.append(("reject", tag))
+
+    def backlog(self) -> tuple[int, int] | None:
+        return None
+
+    def close(self, clean: bool) -> None:
+        self.journal.append(("close", clean))
+
+
+class StubSource:
+    """Opens one scripted session per connection attempt."""
+
+    def __init__(self, scripts: list[list[Action]], journal: Journal) -> None:
+        self.scripts = scripts
+        self.journal = journal
+
+    def connect_budget(self) -> float:
+        return 1.0
+
+    def open(self, url: str, deliver: Deliver, stop: threading.Event) -> StubSession:
+        if not self.scripts:
+            raise Stopped()
+        self.journal.append(("open", url))
+        return StubSession(self.scripts.pop(0), deliver, self.journal)
+
+    def classify(self, exc: BaseException) -> str | None:
+        return CONNECTION if isinstance(exc, ConnectionError) else None
+
+    def describe(self, exc: BaseException) -> str:
+        return str(exc)
+
+
+def messages(first: int, count: int, redelivered: bool = False, **properties: Any) -> list[Delivery]:
+    return [Delivery(f"m{tag}".encode(), "nova", "notifications.info", redelivered, tag, properties)
+            for tag in range(first, first + count)]  # fmt: skip
+
+
+class Run:
+    """A worker over stub sinks a and b and a stub source, run to its end in this thread."""
+
+    def __init__(self, scripts: list[list[Action]], **binding: Any) -> None:
+        self.journal: Journal = []
+        cfg = config(**binding)
+        self.binding: BindingConfig = cfg.bindings["nova"]
+        self.a, self.b = MemorySink("a", self.journal), MemorySink("b", self.journal)
+        self.fatal: list[int] = []
+        source = StubSource(scripts, self.journal)
+        self.worker = BindingWorker(self.binding, cfg.broker, cfg.reconnect, [self.a, self.b], source,
+                                    lambda worker, code: self.fatal.append(code))  # fmt: skip
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+    def run(self) -> Journal:
+        self.worker.run()
+        return self.journal
+
+
+def test_a_batch_is_settled_once_every_sink_wrote_it():
+    """Three deliveries fill a batch: a writes, b writes, then one settle covers the newest tag."""
+    run = Run([[messages(1, 3)]])
+    run.worker.source.scripts[0].append(run.stop)  # type: ignore[attr-defined]
+    journal = run.run()
+    assert journal == [("open", run.worker.broker.urls[0]), ("write a", [b"m1", b"m2", b"m3"]),
+                       ("write b", [b"m1", b"m2", b"m3"]), ("settle", 3), ("close", True)]  # fmt: skip
+    assert run.worker.stats.acked == 3
+
+
+def test_a_failing_sink_holds_the_batch_and_nothing_is_given_twice():
+    """b fails twice, taking one line each time: no settle until it took all; a writes once; b only gets the rest."""
+    run = Run([[messages(1, 3), WAIT, WAIT]])
+    run.b.failures, run.b.taken_on_failure = 2, 1
+    run.worker.source.scripts[0].append(run.stop)  # type: ignore[attr-defined]
+    journal = run.run()
+    writes = [entry for entry in journal if entry[0].startswith("write")]
+    assert writes == [("write a", [b"m1", b"m2", b"m3"]), ("write b", [b"m1"]), ("write b", [b"m2"]),
+                      ("write b", [b"m3"])]  # fmt: skip
+    assert [entry for entry in journal if entry[0] == "settle"] == [("settle", 3)]
+    assert journal.index(("settle", 3)) > journal.index(("write b", [b"m3"]))
+    assert run.a.lines == run.b.lines == [b"m1", b"m2", b"m3"]
+    assert sum(run.worker.stats.sink_failures.values()) == 2
+
+
+def test_stopping_writes_and_settles_what_is_held():
+    """Two deliveries (below the batch size, not yet due) are written and settled before a clean close."""
+    run = Run([[messages(1, 2)]])
+    run.worker.source.scripts[0].append(run.stop)  # type: ignore[attr-defined]
+    journal = run.run()
+    assert journal[-3:] == [("write b", [b"m1", b"m2"]), ("settle", 2), ("close", True)]
+
+
+def test_a_lost_connection_drops_the_unwritten_batch_and_connects_again():
+    """The connection fails with two deliveries held: none is settled, the session closes, the next one reads on."""
+    run = Run([[messages(1, 2), ConnectionError("broker gone")], [messages(1, 3)]])
+    run.worker.source.scripts[1].append(run.stop)  # type: ignore[attr-defined]
+    journal = run.run()
+    first_close = journal.index(("close", False))
+    assert not [entry for entry in journal[:first_close] if entry[0] in ("settle", "write a", "write b")]
+    batch = [b"m1", b"m2", b"m3"]
+    assert journal[first_close + 1 :] == [("open", run.worker.broker.urls[0]), ("write a", batch),
+                                          ("write b", batch), ("settle", 3), ("close", True)]  # fmt: skip
+    assert run.worker.stats.reconnects["connection"] == 1
+
+
+def test_filtered_messages_are_settled_with_the_batch_but_never_written():
+    run = Run([[messages(1, 1), [Delivery(b"m2", "nova", "compute.x", False, 2, {})], messages(3, 2)]],
+              filter={"keep": {"routing_key": ["notifications.*"]}})  # fmt: skip
+    run.worker.source.scripts[0].append(run.stop)  # type: ignore[attr-defined]
+    journal = run.run()
+    assert ("write a", [b"m1", b"m3", b"m4"]) in journal and ("settle", 4) in journal
+    assert run.worker.stats.filtered == 1 and run.worker.stats.acked == 3
+
+
+def test_a_message_redelivered_too_often_is_rejected_not_written():
+    """max_redeliveries 2: a quorum queue's x-delivery-count of 3 sends it to the dead-letter exchange."""
+    poison = messages(1, 1, redelivered=True, application_headers={"x-delivery-count": 3})
+    run = Run([[poison, messages(2, 1)]], max_redeliveries=2)
+    run.worker.source.scripts[0].append(run.stop)  # type: ignore[attr-defined]
+    journal = run.run()
+    assert ("reject", 1) in journal
+    assert run.a.lines == [b"m2"] and ("settle", 2) in journal
+    assert run.worker.stats.dead_lettered == 1
+
+
+def test_a_formatter_failure_gives_a_marked_line_and_the_batch_goes_on():
+    run = Run([[messages(1, 1, application_headers={"k": object()}), messages(2, 2)]], format="{amqp_headers}")
+    run.worker.source.scripts[0].append(run.stop)  # type: ignore[attr-defined]
+    run.run()
+    assert len(run.a.lines) == 3 and run.worker.stats.acked == 3
+
+
+def test_a_closed_output_ends_the_worker_with_its_exit_code_and_settles_nothing():
+    """stdout's reader went away (`| head`): the held batch stays unsettled (back to the queue), exit code 4."""
+    run = Run([[messages(1, 3)]])
+    run.b.closed_for_good = True
+    journal = run.run()
+    assert run.fatal == [EXIT_OUTPUT_CLOSED] and run.worker.ended
+    assert not [entry for entry in journal if entry[0] == "settle"]
+    assert journal[-1] == ("close", False)
+
+
+def test_an_undecodable_delivery_is_written_marked():
+    broken = Delivery(b"body", "nova", "k", False, 1, {"ignored": 1}, error="undecodable AMQP properties: x")
+    run = Run([[[broken], *[messages(2, 2)]]], format="json")
+    run.worker.source.scripts[0].append(run.stop)  # type: ignore[attr-defined]
+    run.run()
+    assert json.loads(run.a.lines[0])["properties"] == {"bridged_error": "undecodable AMQP properties: x"}
+
+
+@pytest.mark.parametrize("failures", [1, 3])
+def test_sink_failures_never_lead_to_a_settle_before_the_write(failures):
+    """Whatever fails and in which order, a settle always follows the write of each line it covers, in both sinks."""
+    run = Run([[messages(1, 3), *[WAIT] * failures, messages(4, 3), WAIT]])
+    run.a.failures = failures
+    run.worker.source.scripts[0].append(run.stop)  # type: ignore[attr-defined]
+    journal = run.run()
+    written: dict[str, int] = {"a": 0, "b": 0}
+    for event, value in journal:
+        if event.startswith("write"):
+            written[event[-1]] += len(value)
+        if event == "settle":
+            assert written["a"] >= value and written["b"] >= value, journal
