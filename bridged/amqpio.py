@@ -181,8 +181,3 @@ def _tolerates_bad_properties() -> bool:
         and bad.properties == {}
         and isinstance(bad.undecodable, str)
     )
-
-
-def undecodable(message: Any) -> str | None:
-    """Why py-amqp could not decode *message*'s properties (None: it could, or the patch is not installed)."""
-    return getattr(message, "undecodable", None)

@@ -18,7 +18,7 @@ from typing import Any
 import amqp
 from amqp import exceptions as amqp_errors
 
-from bridged.amqpio import FAST_PATH_ENV, frame_reader, tolerate_undecodable_properties, undecodable
+from bridged.amqpio import FAST_PATH_ENV, frame_reader, tolerate_undecodable_properties
 from bridged.broker import (
     CONNECTION_ERRORS,
     REFUSED_ERRORS,
@@ -60,7 +60,9 @@ class Amqp091Source:
         self.broker = broker
         self._passwords = passwords_of(broker)
         self._log = get_logger(binding=binding.name, queue=binding.queue)
-        if not tolerate_undecodable_properties():
+        # py-amqp marks undecodable properties on the message (amqpio.py): read at every delivery
+        self.tolerant = tolerate_undecodable_properties()
+        if not self.tolerant:
             self._log.warning("amqp_properties_strict", hint=f"py-amqp {amqp.__version__} differs from what bridged "
                               "patches: a message whose properties it cannot decode costs the connection")  # fmt: skip
 
@@ -91,6 +93,7 @@ class Amqp091Session:
         self.binding = source.binding
         self.consuming = False
         self._deliver = deliver
+        self._tolerant = source.tolerant
         self._log = source._log
         heartbeat = source.broker.heartbeat
         self._tick = min(IDLE_WAKEUP, heartbeat / 4) if heartbeat else IDLE_WAKEUP
@@ -236,7 +239,7 @@ class Amqp091Session:
     def _on_message(self, message: Any) -> None:
         """py-amqp's delivery callback: bridged's own record of it, to the worker."""
         info = message.delivery_info
-        why = undecodable(message)
+        why = message.undecodable if self._tolerant else None
         self._deliver(Delivery(message.body, info["exchange"], info["routing_key"], info["redelivered"],
                                info["delivery_tag"], message.properties,
                                None if why is None else f"undecodable AMQP properties: {why}"))  # fmt: skip
