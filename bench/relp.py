@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' rsysl
 
 from common import alternate, delete_queue, fill_queue, run_bridged
 
-from tests.integration.servers import RelpRsyslog
+from tests.integration.servers import Rsyslog
 
 
 def main() -> int:
@@ -39,7 +39,7 @@ def main() -> int:
         def run(stats: dict[str, float]) -> float:
             fill_queue(queue, args.count)
             with tempfile.TemporaryDirectory() as tmp:
-                rsyslog = RelpRsyslog(Path(tmp))
+                rsyslog = Rsyslog(Path(tmp), ("relp", "tcp"))
                 try:
                     if kind == "relp":
                         sink = {"type": "relp", "address": f"tcp://127.0.0.1:{rsyslog.relp_port}",

@@ -297,3 +297,21 @@ def base_config(sinks: dict[str, Any], bindings: dict[str, Any], **top: Any) -> 
     }
     config.update(top)
     return config
+
+
+def fanout_binding(broker: Broker, uid: str, **extra: Any) -> tuple[str, str, dict[str, Any]]:
+    """A fanout exchange and a queue of the test's own (deleted after it), and a binding of them with *extra*."""
+    exchange, queue = f"test.{uid}", f"bridged.test.{uid}"
+    broker.queues.add(queue)
+    broker.exchanges.add(exchange)
+    return exchange, queue, {"exchange": exchange, "exchange_type": "fanout", "queue": queue, **extra}
+
+
+def start_on_fanout(broker: Broker, start_bridged: Callable[..., Bridged], uid: str, path: Path,
+                    **binding: Any) -> tuple[Bridged, str, str]:  # fmt: skip
+    """bridged with one binding on a fresh fanout exchange, writing to the file *path*; (bridged, exchange, queue)
+    once it consumes."""
+    exchange, queue, entry = fanout_binding(broker, uid, sink="f", **binding)
+    bridged = start_bridged(base_config({"f": {"type": "file", "path": str(path)}}, {"b": entry}))
+    bridged.wait_event("consuming")
+    return bridged, exchange, queue

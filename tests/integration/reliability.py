@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,19 @@ from tests.integration.conftest import BROKER_HOST, read_lines
 
 
 class StreamPublisher(threading.Thread):
-    """Publishes ids 0..count-1 with publisher confirms, retrying through broker outages.
+    """Publishes ids 0..count-1 with publisher confirms (at *rate* a second, else at once), retrying through outages.
 
     ``confirmed`` holds the ids the broker accepted: exactly the messages
-    bridged must not lose.
+    bridged must not lose. Each body is its id: ``<prefix>-<n>``, or what *name* makes of n.
+    The one publisher of the fault, RELP and cluster tests (*host*: another node).
     """
 
-    def __init__(self, exchange: str, routing_key: str, count: int, prefix: str, rate: float | None = None) -> None:
+    def __init__(self, exchange: str, routing_key: str, count: int, prefix: str = "m", rate: float | None = None,
+                 host: str = BROKER_HOST, name: Callable[[int], str] | None = None) -> None:  # fmt: skip
         super().__init__(daemon=True)
         self.exchange, self.routing_key, self.count, self.prefix, self.rate = exchange, routing_key, count, prefix, rate
+        self.host = host
+        self.name_of = name or (lambda i: f"{self.prefix}-{i}")
         self.confirmed: list[str] = []
         self.reconnects = 0
         self.paused = threading.Event()
@@ -35,7 +40,7 @@ class StreamPublisher(threading.Thread):
         while not self._halt.is_set():
             try:
                 conn = amqp.Connection(
-                    BROKER_HOST, userid="guest", password="guest", connect_timeout=2, confirm_publish=True
+                    self.host, userid="guest", password="guest", connect_timeout=2, confirm_publish=True
                 )
                 conn.connect()
                 channel = conn.channel()
@@ -62,7 +67,7 @@ class StreamPublisher(threading.Thread):
                 delay = started + i / self.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            message_id = f"{self.prefix}-{i}"
+            message_id = self.name_of(i)
             try:
                 returned_before = len(self.returned)
                 channel.basic_publish(

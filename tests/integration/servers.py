@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -9,6 +10,8 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
 
@@ -59,42 +62,69 @@ def free_port() -> int:
     return port
 
 
-class RelpRsyslog:
-    """A real rsyslogd of our own: imrelp and imtcp (octet counting) on free ports, one output line per message.
+class Rsyslog:
+    """A real rsyslogd of our own (its own config, not the system's), in the foreground, with rsyslog's stock limits.
 
-    Both inputs feed a ruleset with a Direct queue, so rsyslog has written a
-    message to the output file before imrelp answers it: an ack from this
-    server means "in the file", and a crash of rsyslog loses nothing it acked.
+    *inputs*: any of "unix" (imuxsock on a socket of ours, as /dev/log), "udp"
+    (imudp), "tcp" (imtcp, octet counting) and "relp" (imrelp; *tls* makes it
+    mutual TLS). Every input feeds one ruleset with a Direct queue, so rsyslog
+    has written a message to the output file before imrelp answers it: an
+    ack from this server means "in the file", and a crash of rsyslog loses
+    nothing it acked. One output line per message: the input's name, then
+    what rsyslog parsed (severity, facility, app-name, procid, msgid, msg).
     """
 
-    def __init__(self, directory: Path, tls: dict[str, str] | None = None) -> None:
+    FIELDS = ("input", "severity", "facility", "app", "procid", "msgid", "msg")
+
+    def __init__(self, directory: Path, inputs: tuple[str, ...] = ("relp", "tcp"),
+                 tls: dict[str, str] | None = None) -> None:  # fmt: skip
         self.directory = directory
         self.output = directory / "rsyslog-received.log"
-        self.relp_port, self.tcp_port = free_port(), free_port()
-        tls_options = ""
-        if tls:  # mutual TLS: imrelp asks for a client certificate whose CN is permitted
-            tls_options = (f' tls="on" tls.caCert="{tls["ca"]}" tls.myCert="{tls["cert"]}" '
-                           f'tls.myPrivKey="{tls["key"]}" tls.authMode="name" '
-                           f'tls.permittedPeer=["{tls["peer"]}"]')  # fmt: skip
-        self.conf = directory / "rsyslog-relp.conf"
-        self.conf.write_text(f"""
-global(workDirectory="{directory}")
-module(load="imrelp")
-module(load="imtcp")
-input(type="imrelp" address="127.0.0.1" port="{self.relp_port}" ruleset="direct"{tls_options})
-input(type="imtcp" address="127.0.0.1" port="{self.tcp_port}" ruleset="direct")
-template(name="line" type="string" string="%inputname%|%msg%\\n")
-ruleset(name="direct" queue.type="Direct") {{
-  action(type="omfile" file="{self.output}" template="line")
-}}
-""")
+        self.socket_path = directory / "log.sock"
+        self.inputs = inputs
+        self.relp_port, self.tcp_port, self.udp_port = free_port(), free_port(), free_port()
+        lines = [f'global(workDirectory="{directory}")']
+        if "unix" in inputs:
+            lines += [
+                'module(load="imuxsock" SysSock.Use="off")',
+                f'input(type="imuxsock" Socket="{self.socket_path}" RateLimit.Interval="0" ruleset="direct")',
+            ]
+        if "udp" in inputs:
+            lines += [
+                'module(load="imudp")',
+                f'input(type="imudp" address="127.0.0.1" port="{self.udp_port}" rateLimit.Interval="0" '
+                'ruleset="direct")',
+            ]
+        if "tcp" in inputs:
+            lines += [
+                'module(load="imtcp")',
+                f'input(type="imtcp" address="127.0.0.1" port="{self.tcp_port}" ruleset="direct")',
+            ]
+        if "relp" in inputs:
+            tls_options = ""
+            if tls:  # mutual TLS: imrelp asks for a client certificate whose CN is permitted
+                tls_options = (
+                    f' tls="on" tls.caCert="{tls["ca"]}" tls.myCert="{tls["cert"]}" '
+                    f'tls.myPrivKey="{tls["key"]}" tls.authMode="name" '
+                    f'tls.permittedPeer=["{tls["peer"]}"]'
+                )
+            lines += [
+                'module(load="imrelp")',
+                f'input(type="imrelp" address="127.0.0.1" port="{self.relp_port}" ruleset="direct"{tls_options})',
+            ]
+        fields = "%syslogseverity-text%|%syslogfacility-text%|%app-name%|%procid%|%msgid%|%msg%"
+        lines += [f'template(name="line" type="string" string="%inputname%|{fields}\\n")',
+                  'ruleset(name="direct" queue.type="Direct") {',
+                  f'  action(type="omfile" file="{self.output}" template="line")', "}"]  # fmt: skip
+        self.conf = directory / "rsyslog.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [RSYSLOGD, "-n", "-f", str(self.conf), "-i", str(self.directory / "rsyslogd-relp.pid")],
-            stdout=subprocess.DEVNULL, stderr=open(self.directory / "rsyslogd-relp.stderr", "ab"),
+            [RSYSLOGD, "-n", "-f", str(self.conf), "-i", str(self.directory / "rsyslogd.pid")],
+            stdout=subprocess.DEVNULL, stderr=open(self.directory / "rsyslogd.stderr", "ab"),
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while not self._listening():
@@ -103,11 +133,14 @@ ruleset(name="direct" queue.type="Direct") {{
             time.sleep(0.05)
 
     def _listening(self) -> bool:
-        for port in (self.relp_port, self.tcp_port):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                return False
+        if "unix" in self.inputs and not self.socket_path.exists():
+            return False
+        for name, port in (("relp", self.relp_port), ("tcp", self.tcp_port)):
+            if name in self.inputs:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                except OSError:
+                    return False
         return True
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
@@ -117,17 +150,30 @@ ruleset(name="direct" queue.type="Direct") {{
         self.proc = None
 
     def stderr(self) -> str:
-        path = self.directory / "rsyslogd-relp.stderr"
+        path = self.directory / "rsyslogd.stderr"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def messages(self, input_name: str) -> list[str]:
-        """The messages that came in on *input_name* (imrelp or imtcp), in order."""
+    def records(self) -> list[dict[str, str]]:
+        """Every message rsyslog wrote, as the fields it parsed, in order."""
         try:
             text = self.output.read_text(errors="replace")
         except FileNotFoundError:
             return []
-        prefix = input_name + "|"
-        return [line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)]
+        return [dict(zip(self.FIELDS, line.split("|", 6), strict=True)) for line in text.splitlines()]
+
+    def messages(self, input_name: str) -> list[str]:
+        """The messages that came in on *input_name* (imrelp, imtcp, imudp, imuxsock), in order."""
+        return [record["msg"] for record in self.records() if record["input"] == input_name]
+
+
+def needs_rsyslog(relp: bool = False) -> None:
+    """Skip (fail under CI) when rsyslogd, or its RELP input, is not installed."""
+    package = "rsyslog rsyslog-relp" if relp else "rsyslog"
+    if (relp and not has_imrelp()) or not Path(RSYSLOGD).exists():
+        message = f"rsyslogd is not installed (apt-get install {package})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 class ProtonPeer:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 
 from tests.integration.cluster import RabbitCluster, available
 from tests.integration.conftest import Bridged, base_config, read_lines, wait_until
+from tests.integration.reliability import StreamPublisher
 
 pytestmark = pytest.mark.slow
 
@@ -46,27 +46,8 @@ def cluster() -> Iterator[RabbitCluster]:
         c.destroy()
 
 
-class ConfirmingPublisher(threading.Thread):
-    """Publishes `m-<n>` persistent messages at *rate* through one node, each confirmed before the next."""
-
-    def __init__(self, port: int, exchange: str, count: int, rate: float) -> None:
-        super().__init__(daemon=True)
-        self.port, self.exchange, self.count, self.rate = port, exchange, count, rate
-        self.confirmed: list[str] = []
-
-    def run(self) -> None:
-        conn = amqp.Connection(f"127.0.0.1:{self.port}", userid="guest", password="guest", confirm_publish=True)
-        conn.connect()
-        channel = conn.channel()
-        started = time.monotonic()
-        for i in range(self.count):
-            delay = started + i / self.rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            body = f"m-{i:06d}"
-            channel.basic_publish(amqp.Message(body, delivery_mode=2), self.exchange, "k")
-            self.confirmed.append(body)
-        conn.close()
+# What the cluster tests' publisher sends, through a node that stays up.
+BODY = "m-{:06d}".format
 
 
 def declare_quorum_queue(cluster: RabbitCluster, node: int, exchange: str, queue: str, **arguments: object) -> None:
@@ -124,7 +105,9 @@ def test_leader_node_stopped_mid_stream(cluster, uid, tmp_path, instances):
     bridged = start(instances, tmp_path, instance_config(cluster, exchange, queue, out))
     bridged.wait_event("consuming")
     count, rate = 3000, 300.0
-    publisher = ConfirmingPublisher(cluster.ports[2], exchange, count, rate)  # through a node that stays up
+    publisher = StreamPublisher(
+        exchange, "k", count, rate=rate, host=f"127.0.0.1:{cluster.ports[2]}", name=BODY
+    )  # through a node that stays up
     publisher.start()
     wait_until(lambda: len(publisher.confirmed) >= count / 3, 2 * count / rate, "a third published")
     stopped_at = time.time()
@@ -155,7 +138,7 @@ def test_single_active_consumer_hot_standby(cluster, uid, tmp_path, instances):
     standby.wait_event("consuming")
     assert standby.count("queue_standby") == 1 and standby.count("queue_shared") == 0
     count, rate = 2000, 300.0
-    publisher = ConfirmingPublisher(cluster.ports[2], exchange, count, rate)
+    publisher = StreamPublisher(exchange, "k", count, rate=rate, host=f"127.0.0.1:{cluster.ports[2]}", name=BODY)
     publisher.start()
     wait_until(lambda: len(read_lines(out_a)) >= count / 3, 2 * count / rate, "a third written by the active one")
     assert read_lines(out_b) == []  # while both run, only one writes
@@ -182,7 +165,7 @@ def test_three_competing_instances_one_killed_and_restarted(cluster, uid, tmp_pa
     for config in configs:
         start(instances, tmp_path, config).wait_event("consuming")
     count, rate = 3000, 300.0
-    publisher = ConfirmingPublisher(cluster.ports[2], exchange, count, rate)
+    publisher = StreamPublisher(exchange, "k", count, rate=rate, host=f"127.0.0.1:{cluster.ports[2]}", name=BODY)
     publisher.start()
     wait_until(lambda: len(publisher.confirmed) >= count / 3, 2 * count / rate, "a third published")
     instances[1].proc.send_signal(signal.SIGKILL)

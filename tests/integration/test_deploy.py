@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.conftest import base_config, read_lines, wait_lines, wait_until
+from tests.integration.conftest import base_config, fanout_binding, read_lines, wait_lines, wait_until
 from tests.integration.servers import DatagramServer
 
 
@@ -275,3 +276,36 @@ def test_real_logrotate_create_mode_loses_nothing(start_bridged, tmp_path, uid, 
     assert set(all_lines()) == {f"m{i}" for i in range(total)}
     assert all(read_lines(path) for path in files), "a rotation left an empty file"
     assert bridged.proc.poll() is None
+
+
+def test_log_file_is_reopened_on_sighup(broker, start_bridged, uid, tmp_path):
+    """logrotate renames bridged's own log and sends HUP: new events go to the new file."""
+    _exchange, _, binding = fanout_binding(broker, uid, sink="f")
+    log = tmp_path / "bridged.log"
+    config = base_config({"f": {"type": "file", "path": str(tmp_path / "o.log")}}, {"b": binding})
+    bridged = start_bridged(config, args=["--log-file", str(log), "--log-format", "json"])
+    wait_until(lambda: "consuming" in log.read_text() if log.exists() else False, 30, "consuming in the log file")
+    os.rename(log, tmp_path / "bridged.log.1")
+    bridged.signal(signal.SIGHUP)
+    wait_until(lambda: log.exists() and "reloaded" in log.read_text(), 30, "events in the new log file")
+    events = [json.loads(line)["event"] for line in read_lines(log)]
+    assert "reloaded" in events
+
+
+def test_unwritable_health_file_is_logged_once_and_debug_shows_the_flow(broker, start_bridged, uid, tmp_path):
+    """--health-file that cannot be touched: one warning, not one a second; --log-level debug shows each batch."""
+    exchange, _, binding = fanout_binding(broker, uid, sink="f")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    config = base_config({"f": {"type": "file", "path": str(tmp_path / "o.log")}}, {"b": binding})
+    bridged = start_bridged(config, args=["--health-file", str(blocker / "health")])  # conftest runs with debug
+    bridged.wait_event("consuming")
+    broker.publish(exchange, "", b"one")
+    wait_lines(tmp_path / "o.log", 1)
+    time.sleep(3)  # the supervisor ticks once a second
+    assert bridged.count("health_file_failed") == 1
+    assert bridged.count("declared") == 1 and bridged.count("batch_acked", lines=1) == 1
+    blocker.unlink()
+    blocker.mkdir()
+    bridged.wait_event("health_file_recovered")
+    wait_until(lambda: (blocker / "health").exists(), 10, "the health file")

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-import amqp
 import pytest
 import yaml
 
-from tests.integration.conftest import BROKER_HOST, base_config, queue_counts, tool, wait_until
-from tests.integration.servers import RelpRsyslog, has_imrelp
+from tests.integration.conftest import base_config, queue_counts, tool, wait_until
+from tests.integration.reliability import StreamPublisher
+from tests.integration.servers import Rsyslog, needs_rsyslog
 
 # The sinks' timeout in these tests, and the reconnect ceiling of base_config: the
 # waits below are derived from them.
@@ -24,38 +22,13 @@ RECONNECT_MAX = 2.0
 
 @pytest.fixture
 def rsyslog(tmp_path: Path):
-    if not has_imrelp():
-        if os.environ.get("CI"):
-            pytest.fail("rsyslogd with imrelp is not installed (apt-get install rsyslog rsyslog-relp)")
-        pytest.skip("rsyslogd with imrelp is not installed (apt-get install rsyslog rsyslog-relp)")
-    server = RelpRsyslog(tmp_path)
+    needs_rsyslog(relp=True)
+    server = Rsyslog(tmp_path, ("relp", "tcp"))
     yield server
     server.stop()
 
 
-class Publisher(threading.Thread):
-    """Publishes `m-<n>` bodies at a steady rate with confirms, on its own connection."""
-
-    def __init__(self, exchange: str, key: str, first: int, count: int, rate: float) -> None:
-        super().__init__(daemon=True)
-        self.exchange, self.key, self.first, self.count, self.rate = exchange, key, first, count, rate
-        self.published = 0
-
-    def run(self) -> None:
-        conn = amqp.Connection(BROKER_HOST, userid="guest", password="guest", confirm_publish=True)
-        conn.connect()
-        channel = conn.channel()
-        started = time.monotonic()
-        for i in range(self.first, self.first + self.count):
-            delay = started + (i - self.first) / self.rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            channel.basic_publish(amqp.Message(f"m-{i:06d}", delivery_mode=2), self.exchange, self.key)
-            self.published += 1
-        conn.close()
-
-
-def relp_config(uid: str, rsyslog: RelpRsyslog, tls: dict | None = None) -> tuple[dict, str, list[str]]:
+def relp_config(uid: str, rsyslog: Rsyslog, tls: dict | None = None) -> tuple[dict, str, list[str]]:
     """A RELP binding and (without TLS) a TCP syslog binding beside it: each its own queue on one exchange."""
     exchange = f"test.relp.{uid}"
     relp = {"type": "relp", "address": f"tcp://{'localhost' if tls else '127.0.0.1'}:{rsyslog.relp_port}",
@@ -87,11 +60,11 @@ def test_relp_loses_nothing_over_two_rsyslog_restarts(broker, uid, start_bridged
     bridged = start_bridged(config)
     bridged.wait_event("consuming", count=2)
     count, rate, gap = 9000, 3000.0, 1.0
-    publisher = Publisher(exchange, "k", 0, count, rate)
+    publisher = StreamPublisher(exchange, "k", count, rate=rate, name="m-{:06d}".format)
     publisher.start()
     stream = count / rate
     for fraction, signum in ((1 / 3, signal.SIGTERM), (2 / 3, signal.SIGKILL)):
-        wait_until(lambda f=fraction: publisher.published >= count * f, 2 * stream, f"{fraction:.0%} published")
+        wait_until(lambda f=fraction: len(publisher.confirmed) >= count * f, 2 * stream, f"{fraction:.0%} published")
         rsyslog.stop(signum)
         time.sleep(gap)
         rsyslog.start()
@@ -144,12 +117,10 @@ def test_relp_holds_messages_while_rsyslog_is_down_for_30_seconds(broker, uid, s
 
 def test_relp_over_mutual_tls(broker, uid, start_bridged, tmp_path, certificates):
     """TLS with the broker's tls keys: the server checks our client certificate, we check its chain and name."""
-    if not has_imrelp():
-        if os.environ.get("CI"):
-            pytest.fail("rsyslogd with imrelp is not installed (apt-get install rsyslog rsyslog-relp)")
-        pytest.skip("rsyslogd with imrelp is not installed (apt-get install rsyslog rsyslog-relp)")
-    server = RelpRsyslog(tmp_path, tls={"ca": str(certificates / "ca.pem"), "cert": str(certificates / "server.pem"),
-                                        "key": str(certificates / "server.key"), "peer": "bridged"})  # fmt: skip
+    needs_rsyslog(relp=True)
+    tls = {"ca": str(certificates / "ca.pem"), "cert": str(certificates / "server.pem"),
+           "key": str(certificates / "server.key"), "peer": "bridged"}  # fmt: skip
+    server = Rsyslog(tmp_path, ("relp", "tcp"), tls=tls)
     try:
         tls = {"ca_file": str(certificates / "ca.pem"), "cert_file": str(certificates / "client.pem"),
                "key_file": str(certificates / "client.key")}  # fmt: skip

@@ -9,68 +9,19 @@ MSGID (RFC 5424), and the line itself as the message, with no header inside.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import base_config, read_lines, wait_until
-
-RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
-FIELDS = "%syslogseverity-text%|%syslogfacility-text%|%app-name%|%procid%|%msgid%|%msg%"
-
-
-class Rsyslog:
-    """rsyslogd in the foreground with imuxsock on a socket of ours, imudp on a free port, and one output file."""
-
-    def __init__(self, directory: Path) -> None:
-        self.socket_path = directory / "log.sock"
-        self.output = directory / "received.log"
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        probe.bind(("127.0.0.1", 0))
-        self.udp_port = probe.getsockname()[1]
-        probe.close()
-        conf = directory / "rsyslog.conf"
-        conf.write_text(
-            f"""
-global(workDirectory="{directory}")
-module(load="imuxsock" SysSock.Use="off")
-input(type="imuxsock" Socket="{self.socket_path}" RateLimit.Interval="0")
-module(load="imudp")
-input(type="imudp" address="127.0.0.1" port="{self.udp_port}" rateLimit.Interval="0")
-template(name="fields" type="string" string="%inputname%|{FIELDS}\\n")
-*.* action(type="omfile" file="{self.output}" template="fields")
-"""
-        )
-        self.proc = subprocess.Popen(
-            [RSYSLOGD, "-n", "-f", str(conf), "-i", str(directory / "rsyslogd.pid")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        wait_until(lambda: self.socket_path.exists() or self.proc.poll() is not None, 20, "rsyslog's socket")
-        if self.proc.poll() is not None:
-            raise AssertionError(f"rsyslogd exited: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-
-    def records(self) -> list[dict[str, str]]:
-        keys = ("input", "severity", "facility", "app", "procid", "msgid", "msg")
-        return [dict(zip(keys, line.split("|", 6), strict=True)) for line in read_lines(self.output)]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+from tests.integration.conftest import base_config, wait_until
+from tests.integration.servers import Rsyslog, needs_rsyslog
 
 
 @pytest.fixture
 def rsyslog(tmp_path: Path) -> Iterator[Rsyslog]:
-    if not os.path.exists(RSYSLOGD):
-        if os.environ.get("CI"):
-            pytest.fail("rsyslogd is not installed (apt-get install rsyslog)")
-        pytest.skip("rsyslogd is not installed (apt-get install rsyslog)")
-    server = Rsyslog(tmp_path)
+    needs_rsyslog()
+    server = Rsyslog(tmp_path, ("unix", "udp"))
     yield server
     server.stop()
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 
-from tests.integration.conftest import base_config, queue_counts, wait_until
+from tests.integration.conftest import base_config, fanout_binding, queue_counts, wait_until
 from tests.integration.servers import DatagramServer
 
 RFC5424 = re.compile(rb"<(\d+)>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (\S+) (\S+) (\d+) - - (.*)", re.S)
@@ -149,5 +150,26 @@ def test_missing_unix_socket_holds_acks_until_it_appears(broker, start_bridged, 
     try:
         wait_until(lambda: len(server.messages) >= 3, 30, "3 datagrams")
         assert [LOCAL.fullmatch(m).group(5) for m in server.messages[:3]] == [b"m0", b"m1", b"m2"]
+    finally:
+        server.close()
+
+
+def test_tcp_syslog_sends_each_batch_at_once_on_one_connection(broker, start_bridged, uid):
+    """Twenty batches in a row go out well within one sink timeout, without reconnecting."""
+    server = OctetCountingServer()
+    try:
+        timeout = 5.0
+        exchange, _, binding = fanout_binding(broker, uid, sink="s")
+        sink = {"type": "syslog", "address": f"tcp://127.0.0.1:{server.port}", "timeout": timeout}
+        bridged = start_bridged(base_config({"s": sink}, {"b": binding}))
+        bridged.wait_event("consuming")
+        started = time.monotonic()
+        for i in range(20):
+            broker.publish(exchange, "", f"m{i}".encode())
+            wait_until(lambda n=i: len(server.messages) > n, timeout * 4, f"message {i}")
+        elapsed = time.monotonic() - started
+        assert elapsed < timeout, f"20 batches took {elapsed:.1f} s: a batch waited for the sink timeout"
+        assert [RFC5424.fullmatch(m).group(5) for m in server.messages] == [f"m{i}".encode() for i in range(20)]
+        assert server.connections == 1
     finally:
         server.close()

@@ -1,37 +1,24 @@
-"""Faults from the core issue: sink failures, dropped connections, broker restarts."""
+"""Acked only what every sink took: a failing sink, a cut write, a stop, a closed output."""
 
 from __future__ import annotations
 
+import json
+import resource
 import signal
+import subprocess
+import sys
 import threading
 import time
 
-from tests.integration.conftest import base_config, queue_counts, rabbitmqctl, read_lines, wait_lines, wait_until
-
-
-def _start(broker, start_bridged, uid, tmp_path, path, **binding):
-    """Start bridged on a fresh fanout exchange and queue; returns (bridged, exchange, queue) once consuming."""
-    exchange, queue, config = _config(uid, tmp_path, path, **binding)
-    broker.queues.add(queue)
-    broker.exchanges.add(exchange)
-    bridged = start_bridged(config)
-    bridged.wait_event("consuming")
-    return bridged, exchange, queue
-
-
-def _assert_resumes(broker, bridged, exchange, path):
-    """After a broker-side fault: reconnected, the next message follows the one before, still running."""
-    broker.reconnect()
-    broker.publish(exchange, "", b"after")
-    assert wait_lines(path, 2) == ["before", "after"]
-    assert bridged.proc.poll() is None
-
-
-def _config(uid, tmp_path, path, **binding):
-    queue = f"bridged.test.{uid}"
-    exchange = f"test.faults.{uid}"
-    bindings = {"b": {"exchange": exchange, "exchange_type": "fanout", "queue": queue, "sink": "f", **binding}}
-    return exchange, queue, base_config({"f": {"type": "file", "path": str(path)}}, bindings)
+from tests.integration.conftest import (
+    base_config,
+    fanout_binding,
+    queue_counts,
+    read_lines,
+    start_on_fanout,
+    wait_lines,
+    wait_until,
+)
 
 
 def test_failing_sink_holds_acks_and_delivers_everything_once_it_recovers(broker, start_bridged, uid, tmp_path):
@@ -39,7 +26,7 @@ def test_failing_sink_holds_acks_and_delivers_everything_once_it_recovers(broker
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the log directory should be\n")
     path = blocker / "out.log"
-    bridged, exchange, queue = _start(broker, start_bridged, uid, tmp_path, path)
+    bridged, exchange, queue = start_on_fanout(broker, start_bridged, uid, path)
     for i in range(20):
         broker.publish(exchange, "", f"m{i}".encode())
     bridged.wait_event("sink_failed", count=2)
@@ -52,41 +39,10 @@ def test_failing_sink_holds_acks_and_delivers_everything_once_it_recovers(broker
     wait_until(lambda: queue_counts(queue) == (0, 0), 15, "queue fully acked")
 
 
-def test_recovers_after_close_all_connections(broker, start_bridged, uid, tmp_path):
-    """rabbitmqctl close_all_connections: bridged reconnects and keeps delivering."""
-    path = tmp_path / "out.log"
-    bridged, exchange, _queue = _start(broker, start_bridged, uid, tmp_path, path)
-    broker.publish(exchange, "", b"before")
-    wait_lines(path, 1)
-    rabbitmqctl("close_all_connections", "test: forced close")
-    bridged.wait_event("reconnect_scheduled")
-    bridged.wait_event("consuming", count=2)
-    _assert_resumes(broker, bridged, exchange, path)
-
-
-def test_broker_restart_redeclares_a_non_durable_queue(broker, start_bridged, uid, tmp_path):
-    """stop_app/start_app wipes a non-durable queue and exchange; the next connect declares them again."""
-    path = tmp_path / "out.log"
-    bridged, exchange, _queue = _start(
-        broker, start_bridged, uid, tmp_path, path, durable=False, exchange_durable=False
-    )
-    broker.publish(exchange, "", b"before")
-    wait_lines(path, 1)
-    try:
-        rabbitmqctl("stop_app")
-        bridged.wait_event("reconnect_scheduled")
-        time.sleep(1)
-    finally:
-        rabbitmqctl("start_app")
-        rabbitmqctl("await_startup")
-    bridged.wait_event("consuming", count=2, timeout=60)
-    _assert_resumes(broker, bridged, exchange, path)
-
-
 def test_sigterm_mid_stream_acks_exactly_what_was_written(broker, start_bridged, uid, tmp_path):
     """After SIGTERM, lines written and messages left in the queue partition the stream: none lost, none both."""
     path = tmp_path / "out.log"
-    bridged, exchange, queue = _start(broker, start_bridged, uid, tmp_path, path)
+    bridged, exchange, queue = start_on_fanout(broker, start_bridged, uid, path)
     total = 20_000
     publisher = threading.Thread(target=lambda: [broker.publish(exchange, "", f"m{i}".encode()) for i in range(total)])
     publisher.start()
@@ -138,17 +94,52 @@ def test_second_sigterm_exits_at_once(broker, start_bridged, uid, tmp_path):
         server.close()
 
 
-def test_idle_binding_keeps_its_connection_through_heartbeats(broker, start_bridged, uid, tmp_path):
-    """With heartbeat 1 s and no traffic for 8 s, the connection stays up (we send ours while idle)."""
-    path = tmp_path / "out.log"
-    exchange, queue, config = _config(uid, tmp_path, path)
-    config["broker"]["heartbeat"] = 1
-    broker.queues.add(queue)
-    broker.exchanges.add(exchange)
-    bridged = start_bridged(config)
+def test_partial_write_resumes_at_the_byte(broker, start_bridged, uid, tmp_path):
+    """A file that stops growing mid-batch (EFBIG after a short write): no cut line, no duplicate, all arrive."""
+    exchange, _, binding = fanout_binding(broker, uid, sink="f", batch_size=50, prefetch=200)
+    out = tmp_path / "out.log"
+    limit = 1000  # bytes: the first batch's 50 lines of ~40 bytes do not fit
+    config = base_config({"f": {"type": "file", "path": str(out)}}, {"b": binding})
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    bridged = start_bridged(config, preexec_fn=limit_file_size)
     bridged.wait_event("consuming")
-    time.sleep(8)
-    broker.publish(exchange, "", b"still here")
-    assert wait_lines(path, 1) == ["still here"]
-    assert bridged.count("reconnect_scheduled") == 0
-    assert bridged.count("consuming") == 1
+    count = 300
+    for i in range(count):
+        broker.publish(exchange, "", f"message number {i:05d} ".encode() + b"x" * 15)
+    bridged.wait_event("sink_failed")
+    assert out.stat().st_size == limit, "the write was not cut mid-line"
+    resource.prlimit(bridged.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    lines = wait_lines(out, count, timeout=60)
+    expected = [f"message number {i:05d} " + "x" * 15 for i in range(count)]
+    assert lines == expected, "cut or duplicated lines after the partial write"
+
+
+def test_closed_stdout_ends_bridged_and_leaves_the_rest_queued(broker, uid, tmp_path):
+    """`bridged ... | head -1`: bridged exits (code 4) instead of failing forever; nothing unwritten is acked."""
+    exchange, queue, binding = fanout_binding(broker, uid, sink="out", batch_size=1)
+    config_path = tmp_path / "bridged.yaml"
+    config_path.write_text(json.dumps(base_config({"out": {"type": "stdout"}}, {"b": binding})))
+    head = subprocess.Popen(["head", "-1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert head.stdin is not None
+    stderr = tmp_path / "stderr"
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "bridged", "--config", str(config_path)],
+                                stdout=head.stdin, stderr=err, stdin=subprocess.DEVNULL)  # fmt: skip
+    head.stdin.close()
+    try:
+        wait_until(lambda: b"consuming" in stderr.read_bytes(), 30, "consuming")
+        for i in range(20):
+            broker.publish(exchange, "", f"m{i}".encode())
+        assert proc.wait(30) == 4
+        assert head.stdout.read() == b"m0\n"  # type: ignore[union-attr]
+        head.wait(10)
+        ready, unacked = queue_counts(queue)
+        assert ready >= 18 and unacked == 0
+        assert b"output_closed" in stderr.read_bytes()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -1,12 +1,15 @@
-"""Hostile bodies: each gives exactly one line in every format, and the binding keeps going."""
+"""Hostile input: odd bodies and properties each give exactly one (marked) line, and the binding keeps going."""
 
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
+import sys
+import time
 
-from tests.integration.conftest import base_config, wait_lines
+from tests.integration.conftest import base_config, fanout_binding, queue_counts, wait_lines, wait_until
 
 HOSTILE_BODIES: list[tuple[bytes, dict]] = [
     (b"", {}),
@@ -108,3 +111,50 @@ def test_huge_bodies_header_tables_and_odd_properties(broker, start_bridged, uid
     data = out.read_bytes()
     assert b"\x1b" not in data and b"\x07" not in data and data.count(b"\n") == 4
     assert bridged.proc.poll() is None
+
+
+class Year10000(datetime.datetime):
+    """Encodes (AMQP 'T', seconds since the epoch) as a time in year 10000, which Python cannot decode."""
+
+    def utctimetuple(self) -> time.struct_time:
+        # 31 Dec 9999 plus 48 hours: calendar.timegm adds the hours up, the receiver cannot decode the result.
+        return time.struct_time((9999, 12, 31, 48, 0, 0, 0, 365, 0))
+
+
+def _deep_table(depth: int) -> dict:
+    table: dict = {"leaf": 1}
+    for _ in range(depth):
+        table = {"t": table}
+    return table
+
+
+def test_undecodable_properties_are_written_marked_and_the_binding_goes_on(broker, start_bridged, uid, tmp_path):
+    """A time in year 10000, a 3,000-deep table, invalid UTF-8: each gives one marked line, then the rest flows."""
+    exchange, queue, binding = fanout_binding(broker, uid, sink="f", format="json")
+    out = tmp_path / "out.log"
+    bridged = start_bridged(base_config({"f": {"type": "file", "path": str(out)}}, {"b": binding}))
+    bridged.wait_event("consuming")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)  # py-amqp encodes tables recursively; the publisher must get it out
+    try:
+        broker.publish(exchange, "", b"year 10000", application_headers={"sent": Year10000(2000, 1, 1)})
+        broker.publish(exchange, "", b"deep table", application_headers=_deep_table(3000))
+        broker.publish(exchange, "", b"bad utf-8 content type", content_type=b"\xff\xfe")
+        broker.publish(exchange, "", b"bad utf-8 header key", application_headers={b"\xff\xfekey": "v"})
+    finally:
+        sys.setrecursionlimit(limit)
+    for i in range(5):
+        broker.publish(exchange, "", f"after{i}".encode())
+    lines = wait_lines(out, 9, timeout=30)
+    records = [json.loads(line) for line in lines]
+    bodies = [r["body"] for r in records]
+    assert bodies == ["year 10000", "deep table", "bad utf-8 content type", "bad utf-8 header key"] + [
+        f"after{i}" for i in range(5)
+    ]
+    for record in records[:3]:
+        assert record["properties"]["bridged_error"].startswith("undecodable AMQP properties"), record
+    # py-amqp passes a key that is not UTF-8 as bytes: it is written escaped, in a valid JSON record.
+    assert records[3]["properties"]["headers"] == {"\\xff\\xfekey": "v"}
+    assert bridged.count("properties_undecodable") == 3
+    assert bridged.count("reconnect_scheduled") == 0, "a poison header must not cost the connection"
+    wait_until(lambda: queue_counts(queue) == (0, 0), 10, "everything acked")

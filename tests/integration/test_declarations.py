@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 from bridged.sources.amqp091 import EXCHANGE_POLL
-from tests.integration.conftest import base_config, rabbitmqctl, wait_lines, wait_until
+from tests.integration.conftest import base_config, fanout_binding, rabbitmqctl, wait_lines, wait_until
 
 
 def exchange_durability(name: str) -> str | None:
@@ -110,3 +111,18 @@ def test_one_queue_fed_by_three_exchanges(broker, start_bridged, uid, tmp_path):
     assert wait_lines(out, 3)[-1] == "from fanout"
     assert exchange_durability(fanout) == "false"
     assert bridged.count("reconnect_scheduled") == 0 and bridged.count("consuming") == 1
+
+
+def test_connections_are_named_and_a_shared_queue_is_reported(broker, start_bridged, uid, tmp_path):
+    """Each connection says `bridged <binding>@<host>`; a second consumer on the queue is logged."""
+    _exchange, queue, binding = fanout_binding(broker, uid, sink="f")
+    config = base_config({"f": {"type": "file", "path": str(tmp_path / "o.log")}}, {"nova": binding})
+    first = start_bridged(config)
+    first.wait_event("consuming")
+    names = rabbitmqctl("list_connections", "-q", "--no-table-headers", "client_properties")
+    assert f"bridged nova@{socket.gethostname()}" in names
+    assert first.count("queue_shared") == 0
+    second = start_bridged(config)  # the same binding on a second instance
+    second.wait_event("queue_shared")
+    event = next(e for e in second.events() if e["event"] == "queue_shared")
+    assert event["consumers"] == 1 and event["queue"] == queue
