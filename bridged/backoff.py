@@ -32,3 +32,31 @@ class Backoff:
     def reset(self) -> None:
         self.attempts = 0
         self._ceiling = min(self._config.initial_delay, self._config.max_delay)
+
+
+# Waiting for another service's exchange or queue: check every PROBE_FAST seconds during
+# PROBE_FAST_SPELL after a connect (a service declares them as it starts, or again just
+# after a broker restart: that is when a fast check saves notifications), then each check
+# waits twice as long, up to PROBE_SLOW. Each check of a missing one costs the broker an
+# error line (a 404 closes the channel), so a service never deployed costs a few a minute.
+PROBE_FAST = 0.5
+PROBE_FAST_SPELL = 60.0
+PROBE_SLOW = 10.0
+
+
+class ProbeSchedule:
+    """When to check again for something a service has not declared yet; restarts with each connection."""
+
+    def __init__(self, now: float) -> None:
+        self._since = now
+        self._interval = PROBE_FAST
+        self.next_at = now + PROBE_FAST
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def checked(self, now: float) -> None:
+        """A check was made (and found something still missing): the next one, a little later past the spell."""
+        if now - self._since >= PROBE_FAST_SPELL:
+            self._interval = min(PROBE_SLOW, self._interval * 2)
+        self.next_at = now + self._interval

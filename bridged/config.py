@@ -29,12 +29,18 @@ from bridged.sinks import SinkConfig, parse_sink
 
 EXCHANGE_TYPES = ("fanout", "direct", "topic")
 EXCHANGE_DECLARE = ("passive", "create")
+# queue_declare: create (bridged's own queue, declared and bound on every connect) or passive (a queue
+# the services declare, e.g. oslo.messaging's <topic>.<priority>: only waited for and consumed).
+QUEUE_DECLARE = ("create", "passive")
+# What a binding with queue_declare: passive has no use for: it declares and binds nothing.
+DECLARATION_KEYS = ("exchange", "exchanges", "exchange_type", "routing_keys", "exchange_durable", "exchange_declare",
+                    "durable", "auto_delete", "exclusive", "queue_arguments")  # fmt: skip
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp")
 # AMQP 1.0 brokers (Qpid, Artemis, RabbitMQ's amqp1_0 plugin), read with qpid-proton.
 AMQP10_SCHEMES = ("amqp10", "amqp10s")
 # What a binding on an AMQP 1.0 broker cannot have: it reads one address, declares nothing.
 AMQP091_ONLY_KEYS = ("exchange", "exchanges", "exchange_type", "routing_keys", "exchange_durable", "exchange_declare",
-                     "queue", "durable", "auto_delete", "exclusive", "queue_arguments")  # fmt: skip
+                     "queue", "durable", "auto_delete", "exclusive", "queue_arguments", "queue_declare")  # fmt: skip
 
 # Walking a YAML alias bomb or a self-referencing alias would never end:
 # no real config comes near these numbers.
@@ -107,6 +113,7 @@ class BindingConfig:
     # Key-name words whose values are masked in json/oslo/template lines; None: redaction off.
     redact: tuple[str, ...] | None = DEFAULT_REDACT_KEYS
     address: str | None = None  # AMQP 1.0: the node (queue) address read; queue then names it too
+    queue_declare: str = "create"  # passive: a queue the services declare, only waited for (no sources)
     # filter.keep / filter.drop: field -> glob patterns (see bridged/filters.py)
     keep: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     drop: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -455,7 +462,7 @@ def _binding(name: str, section: ck.Section, sinks: Mapping[str, SinkConfig], am
             raise ConfigError(ck.join(section.path, "address"), "is for AMQP 1.0 brokers (amqp10:// URLs); "
                               "on AMQP 0-9-1 a binding names its exchange and queue")  # fmt: skip
         address = None
-        sources = _sources(section)
+        sources = () if _passive_queue(section) else _sources(section)
     prefetch = section.get("prefetch", ck.integer(1, 65535), 1000)
     has_sink, has_sinks = "sink" in section.raw, "sinks" in section.raw
     if has_sink and has_sinks:
@@ -492,10 +499,28 @@ def _binding(name: str, section: ck.Section, sinks: Mapping[str, SinkConfig], am
         max_redeliveries=section.get("max_redeliveries", ck.integer(0), None),
         redact=section.get("redact", _redact, DEFAULT_REDACT_KEYS),
         address=address,
+        queue_declare="create" if amqp10 else section.get("queue_declare", ck.choice(QUEUE_DECLARE), "create"),
         **_filter(section.section("filter", required=False)),
     )
     section.done()
     return binding
+
+
+def _passive_queue(section: ck.Section) -> bool:
+    """queue_declare: passive: the queue is named, nothing about declaring or binding it is."""
+    if section.get("queue_declare", ck.choice(QUEUE_DECLARE), "create") != "passive":
+        return False
+    for key in DECLARATION_KEYS:
+        if key in section.raw:
+            raise ConfigError(ck.join(section.path, key), "has no use with queue_declare: passive (bridged declares "
+                              "and binds nothing: the services declare the queue); remove it")  # fmt: skip
+    if section.raw.get("queue") is None:
+        raise ConfigError(
+            ck.join(section.path, "queue"),
+            "is required with queue_declare: passive: the queue the "
+            "services declare (bridged.info for [oslo_messaging_notifications] topics = ...,bridged)",
+        )
+    return True
 
 
 def _filter(section: ck.Section) -> dict[str, dict[str, tuple[str, ...]]]:

@@ -4,7 +4,8 @@ A wrong password, an exchange no service has declared, a queue that exists
 with other arguments and a sink path this user cannot write all fail only
 once the daemon runs. This asks the broker's protocol to log in with every
 URL and check each binding (changing nothing: see each protocol's
-check_connect), and probes each sink.
+check_connect), and probes each sink. What the daemon would only wait for
+(a service not deployed yet) is a warning, not an error.
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ from collections.abc import Iterator
 
 from bridged.config import Config
 from bridged.sinks import build_sink
-from bridged.sources import check_connect
+from bridged.sources import Finding, check_connect
 
 
-def problems(config: Config) -> list[str]:
-    """One line per problem found (empty: the daemon would start cleanly)."""
+def findings(config: Config) -> list[Finding]:
+    """One finding per problem (the daemon would fail at it) or warning (it would wait); empty: all is ready."""
     return [*check_connect(config), *_sink_problems(config)]
 
 
-def _sink_problems(config: Config) -> Iterator[str]:
+def _sink_problems(config: Config) -> Iterator[Finding]:
     for name, sink_config in config.sinks.items():
         sink = build_sink(sink_config)
         problem = sink.probe()
         sink.close()
         if problem is not None:
-            yield f"sinks.{name}: {problem}"
+            yield Finding(f"sinks.{name}: {problem}")

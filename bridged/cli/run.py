@@ -105,12 +105,13 @@ def _check(config: Config, connect: bool) -> int:
     if not connect:
         print(describe(config))
         return 0
-    from bridged.preflight import problems
+    from bridged.preflight import findings
 
-    found = problems(config)
-    for problem in found:
-        print(f"bridged: {config.path}: {problem}", file=sys.stderr)
-    if found:
+    found = findings(config)
+    for finding in found:
+        kind = "warning: " if finding.warning else ""
+        print(f"bridged: {kind}{config.path}: {finding.text}", file=sys.stderr)
+    if any(not finding.warning for finding in found):
         return EXIT_CONFIG
     print(f"{describe(config)}; connected: {len(config.broker.urls)} broker URLs, {len(config.bindings)} bindings "
           f"and {len(config.sinks)} sinks checked")  # fmt: skip

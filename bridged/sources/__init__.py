@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 
 from bridged.config import BindingConfig, BrokerConfig, Config, ReconnectConfig
 from bridged.sinks import Sink
-from bridged.sources.session import Source
+from bridged.sources.session import Finding, Source
 from bridged.sources.worker import BindingWorker
 
-__all__ = ["BindingWorker", "build_worker", "check_connect"]
+__all__ = ["BindingWorker", "Finding", "build_worker", "check_connect"]
 
 
 def _source(binding: BindingConfig, broker: BrokerConfig) -> Source:
@@ -40,8 +40,8 @@ def build_worker(
     return BindingWorker(binding, broker, reconnect, sinks, _source(binding, broker), on_fatal, backlog_interval)
 
 
-def check_connect(config: Config) -> list[str]:
-    """`--check --connect` for the broker's protocol: one line per problem with the URLs and bindings."""
+def check_connect(config: Config) -> list[Finding]:
+    """`--check --connect` for the broker's protocol: one finding per problem with the URLs and bindings."""
     if config.broker.amqp10:
         from bridged.sources import amqp10
 

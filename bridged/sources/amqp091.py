@@ -4,8 +4,11 @@ Deliveries come through py-amqp's channel callback (no kombu Message per
 delivery: that halves throughput) and reach the worker as Delivery records.
 The binding's queue and its bindings are declared on every connect (a
 restart may have wiped them). Another service's exchange is only checked,
-passively: while it is missing the session waits, polling on a side
-channel, and binds it once its service declared it.
+passively: while it is missing the session waits, checking on a side
+channel (backoff.ProbeSchedule: often just after a connect, then seldom),
+and binds it once its service declared it. With queue_declare: passive the
+queue itself is the services' (oslo.messaging declares <topic>.<priority>):
+nothing is declared or bound, the session waits for the queue and consumes it.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import amqp
 from amqp import exceptions as amqp_errors
 
 from bridged.amqpio import FAST_PATH_ENV, frame_reader, tolerate_undecodable_properties
+from bridged.backoff import ProbeSchedule
 from bridged.broker import (
     CONNECTION_ERRORS,
     REFUSED_ERRORS,
@@ -34,14 +39,12 @@ from bridged.config import BindingConfig, BrokerConfig, Config
 from bridged.config import Source as ExchangeSource
 from bridged.delivery import Delivery
 from bridged.log import get_logger
+from bridged.policies import ApiUnavailable, ManagementApi
 from bridged.secrets import mask_url
-from bridged.sources.session import CONNECTION, CONSUMER_TIMEOUT, REFUSED, Deliver
+from bridged.sources.session import CONNECTION, CONSUMER_TIMEOUT, REFUSED, Deliver, Finding
 
 # A clean close waits this long for the broker's close-ok before dropping the socket.
 CLOSE_TIMEOUT = 2.0
-# While a binding's exchange does not exist yet, check again this often: the
-# binding is in place within about this long of its service declaring it.
-EXCHANGE_POLL = 0.5
 # While nothing arrives, wake at least this often: py-amqp sends heartbeats only when ticked.
 IDLE_WAKEUP = 1.0
 
@@ -73,6 +76,10 @@ class Amqp091Source:
     def open(self, url: str, deliver: Deliver, stop: threading.Event) -> Amqp091Session:
         return Amqp091Session(self, url, deliver)
 
+    def endpoint(self, url: str) -> tuple[str, int]:
+        parts = urlsplit(url)
+        return parts.hostname or "localhost", parts.port or (5671 if parts.scheme == "amqps" else 5672)
+
     def classify(self, exc: BaseException) -> str | None:
         if isinstance(exc, REFUSED_ERRORS):
             return CONSUMER_TIMEOUT if _is_consumer_timeout(exc) else REFUSED
@@ -103,6 +110,7 @@ class Amqp091Session:
             self._channel.auto_decode = False  # bodies stay bytes; formats decode safely
             self._side: amqp.Channel | None = None
             self._missing: list[ExchangeSource] = []  # passive exchanges not declared yet by their service
+            self._queue_missing = False  # queue_declare: passive, and no service declared the queue yet
             self._logged_missing: set[str] = set()
             self._read_frames, fast = frame_reader(conn)
             if not fast:
@@ -110,7 +118,7 @@ class Amqp091Session:
                                   f"{FAST_PATH_ENV}=0 or py-amqp's internals changed")  # fmt: skip
             now = time.monotonic()
             self._next_heartbeat = now + self._tick
-            self._next_probe = now + EXCHANGE_POLL
+            self._probes = ProbeSchedule(now)  # a new connection: services may be declaring things right now
             self._declare()
         except BaseException:
             conn.collect()
@@ -119,8 +127,20 @@ class Amqp091Session:
     # -- declarations ----------------------------------------------------------------
 
     def _declare(self) -> None:
-        """Check or create the exchanges; with one present, declare the queue, bind and consume."""
+        """Check or create the exchanges; with one present, declare the queue, bind and consume.
+
+        queue_declare: passive: consume the services' queue once it exists, declaring and binding nothing.
+        """
         b = self.binding
+        if b.queue_declare == "passive":
+            declared = self._passive_queue()
+            if declared is None:
+                self._queue_missing = True
+                self._log.warning("queue_missing", hint=f"waiting for the services to declare it "
+                                  f"(bindings.{b.name}.queue_declare: passive)")  # fmt: skip
+                return
+            self._subscribe([], declared)
+            return
         if b.exchange_declare == "create":
             for source in b.sources:
                 if not source.exchange.startswith("amq."):
@@ -133,10 +153,12 @@ class Amqp091Session:
                 return  # waiting for a service to declare one: pump() checks again
         self._subscribe(present)
 
-    def _subscribe(self, present: list[ExchangeSource]) -> None:
+    def _subscribe(self, present: list[ExchangeSource], declared: Any = None) -> None:
+        """Declare the queue (unless *declared*: the services' queue, checked passively), bind, consume."""
         b = self.binding
         channel = self._channel
-        declared = declare_queue(channel, b)
+        if declared is None:
+            declared = declare_queue(channel, b)
         if declared.consumer_count and b.queue_arguments.get("x-single-active-consumer"):
             # Hot standby by design: the broker delivers to one consumer at a time.
             self._log.info("queue_standby", consumers=declared.consumer_count,
@@ -179,6 +201,13 @@ class Amqp091Session:
             side.auto_decode = False
         return side
 
+    def _passive_queue(self) -> Any:
+        """The services' queue by a passive declare on the side channel (its counts), None while it does not exist."""
+        try:
+            return self._side_channel().queue_declare(self.binding.queue, passive=True)
+        except amqp_errors.NotFound:
+            return None
+
     def _check_exchanges(self, sources: list[ExchangeSource]) -> tuple[list[ExchangeSource], list[ExchangeSource]]:
         """Passive declares on the side channel: (present, missing).
 
@@ -207,7 +236,14 @@ class Amqp091Session:
                 )
 
     def _probe_missing(self) -> None:
-        """Bind the exchanges that were missing and have appeared since; subscribe with the first one."""
+        """Consume the queue, or bind the exchanges, that were missing and have appeared since."""
+        if self._queue_missing:
+            declared = self._passive_queue()
+            if declared is not None:
+                self._queue_missing = False
+                self._log.info("queue_found")
+                self._subscribe([], declared)
+            return
         present, self._missing = self._check_exchanges(self._missing)
         if not present:
             return
@@ -232,9 +268,9 @@ class Amqp091Session:
         if now >= self._next_heartbeat:
             self._conn.heartbeat_tick()
             self._next_heartbeat = now + self._tick
-        if self._missing and now >= self._next_probe:
+        if (self._missing or self._queue_missing) and self._probes.due(now):
             self._probe_missing()
-            self._next_probe = now + EXCHANGE_POLL
+            self._probes.checked(time.monotonic())
 
     def _on_message(self, message: Any) -> None:
         """py-amqp's delivery callback: bridged's own record of it, to the worker."""
@@ -272,24 +308,36 @@ class Amqp091Session:
 # -- `--check --connect` --------------------------------------------------------------------
 
 
-def check_connect(config: Config) -> Iterator[str]:
-    """Log in with every URL, check each binding's exchanges and queue (changing nothing): one line per problem."""
-    conn = None
-    for index, url in enumerate(config.broker.urls):
+def check_connect(config: Config) -> Iterator[Finding]:
+    """Log in with every URL, check each binding's exchanges and queue (changing nothing).
+
+    An exchange or a services' queue that does not exist yet is a warning: the daemon waits for it.
+    """
+    conn, url = None, ""
+    for index, candidate in enumerate(config.broker.urls):
         where = "broker.url" if len(config.broker.urls) == 1 else f"broker.url[{index}]"
-        problem, opened = _log_in(config, url)
+        problem, opened = _log_in(config, candidate)
         if problem is not None:
-            yield f"{where}: {problem}"
+            yield Finding(f"{where}: {problem}")
         elif conn is None:
-            conn = opened  # the first that works checks the bindings
+            conn, url = opened, candidate  # the first that works checks the bindings
         elif opened is not None:
             opened.collect()
-    if conn is not None:
-        try:
-            for binding in config.bindings.values():
-                yield from _binding_problems(conn, binding)
-        finally:
-            conn.collect()
+    if conn is None:
+        return
+    passive = [b for b in config.bindings.values() if b.queue_declare == "passive"]
+    try:
+        for binding in config.bindings.values():
+            if binding.queue_declare != "passive":
+                yield from _binding_findings(conn, binding)
+        missing = [b for b in passive if not _queue_exists(conn, b.queue)]
+    finally:
+        conn.collect()
+    if missing:
+        queues = ", ".join(f"{b.queue} (bindings.{b.name}.queue)" for b in missing)
+        yield Finding(f"not declared yet (no service has sent to them; bridged waits for them): {queues}", warning=True)
+    if passive:
+        yield from _policy_findings(url, passive)
 
 
 def _log_in(config: Config, url: str) -> tuple[str | None, amqp.Connection | None]:
@@ -302,27 +350,61 @@ def _log_in(config: Config, url: str) -> tuple[str | None, amqp.Connection | Non
         return f"cannot connect to {mask_url(url)}: {describe_error(exc, passwords_of(config.broker))}", None
 
 
-def _binding_problems(conn: amqp.Connection, binding: BindingConfig) -> Iterator[str]:
+def _queue_exists(conn: amqp.Connection, queue: str) -> bool:
+    """A passive declare on a channel of its own (a 404 closes the channel)."""
+    channel = conn.channel()
+    try:
+        channel.queue_declare(queue, passive=True)
+    except amqp_errors.NotFound:
+        return False
+    channel.close()
+    return True
+
+
+def _binding_findings(conn: amqp.Connection, binding: BindingConfig) -> Iterator[Finding]:
     where = f"bindings.{binding.name}"
     for source in binding.sources:
         if source.exchange.startswith("amq.") or binding.exchange_declare == "passive":
             if not exchange_exists(conn, source.exchange):
                 key = source.where if ".exchanges." in source.where else f"{source.where}.exchange"
-                yield (f"{key}: exchange {source.exchange!r} does not exist: bridged waits for its service to "
-                       "declare it (or set exchange_declare: create for an exchange bridged owns)")  # fmt: skip
+                yield Finding(f"{key}: not deployed yet: exchange {source.exchange!r} does not exist (bridged waits "
+                              "for its service to declare it; exchange_declare: create for one bridged owns)",
+                              warning=True)  # fmt: skip
     channel = conn.channel()
     try:
         channel.queue_declare(binding.queue, passive=True)
     except amqp_errors.NotFound:
         return  # bridged declares it on its first connect
     except amqp_errors.ResourceLocked:
-        yield f"{where}.queue: queue {binding.queue!r} is exclusive to another connection"
+        yield Finding(f"{where}.queue: queue {binding.queue!r} is exclusive to another connection")
         return
     channel = conn.channel()
     try:
         declare_queue(channel, binding)  # it exists: the same arguments change nothing, others are refused
         channel.close()
     except REFUSED_ERRORS as exc:
-        yield f"{where}.queue: {describe_error(exc, ())}"
+        yield Finding(f"{where}.queue: {describe_error(exc, ())}")
     except amqp_errors.ResourceLocked:
-        yield f"{where}.queue: queue {binding.queue!r} is exclusive to another connection"
+        yield Finding(f"{where}.queue: queue {binding.queue!r} is exclusive to another connection")
+
+
+def _policy_findings(url: str, bindings: list[BindingConfig]) -> Iterator[Finding]:
+    """The services' queues grow without bound while bridged is down unless a policy bounds them."""
+    api = ManagementApi(url)
+    unbounded = []
+    for binding in bindings:
+        try:
+            if api.bound(binding.queue) is None:
+                unbounded.append(binding)
+        except ApiUnavailable as exc:
+            yield Finding(
+                f"{mask_url(url)}: cannot tell whether a policy bounds the queues of queue_declare: passive "
+                f"({exc}); enable rabbitmq_management or see rabbitmqctl list_policies",
+                warning=True,
+            )
+            return
+    if unbounded:
+        queues = ", ".join(f"{b.queue} (bindings.{b.name}.queue)" for b in unbounded)
+        yield Finding(f"no policy bounds {queues}: while bridged is down they grow without limit (e.g. rabbitmqctl "
+                      "set_policy --apply-to queues bridged-bounded '^bridged(_versioned)?\\.' "
+                      "'{\"max-length\": 1000000, \"message-ttl\": 86400000}')", warning=True)  # fmt: skip

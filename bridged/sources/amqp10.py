@@ -39,7 +39,7 @@ from bridged.protonio import (
     pn_link_recv,
 )  # fmt: skip
 from bridged.secrets import mask_url
-from bridged.sources.session import CONNECTION, REFUSED, Deliver, Stopped
+from bridged.sources.session import CONNECTION, REFUSED, Deliver, Finding, Stopped
 
 # A clean close waits this long for the broker's close-ok before dropping the socket.
 CLOSE_TIMEOUT = 2.0
@@ -87,6 +87,10 @@ class Amqp10Source:
             session.close(clean)
             raise
         return session
+
+    def endpoint(self, url: str) -> tuple[str, int]:
+        parts = urlsplit(url)
+        return parts.hostname or "localhost", parts.port or (5671 if parts.scheme == "amqp10s" else 5672)
 
     def classify(self, exc: BaseException) -> str | None:
         if isinstance(exc, RefusedWithHint):
@@ -309,7 +313,7 @@ def _ssl_domain(tls: TLSConfig) -> SSLDomain:
 # -- `--check --connect` --------------------------------------------------------------------
 
 
-def check_connect(config: Config) -> list[str]:
+def check_connect(config: Config) -> list[Finding]:
     """Each URL, each binding's address: logged in and attached with no credit (nothing taken), then closed."""
     found = []
     for index, url in enumerate(config.broker.urls):
@@ -318,7 +322,7 @@ def check_connect(config: Config) -> list[str]:
             problem = probe_address(config.broker, url, binding)
             if problem is not None:
                 key = f"bindings.{binding.name}.address" if "amqp:not-found" in problem else where
-                found.append(f"{key}: {problem}")
+                found.append(Finding(f"{key}: {problem}"))
     return found
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridged.delivery import Delivery
@@ -19,6 +20,14 @@ Deliver = Callable[[Delivery], None]
 REFUSED = "refused"  # the broker refused what the config asks for: retrying at once will not help
 CONSUMER_TIMEOUT = "consumer_timeout"  # a batch was held unsettled past the broker's consumer timeout
 CONNECTION = "connection"  # lost or unreachable: back off and connect again
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of `--check --connect`: an error (the daemon would fail at it) or a warning (it would wait)."""
+
+    text: str
+    warning: bool = False
 
 
 class Stopped(Exception):
@@ -60,6 +69,9 @@ class Source(Protocol):
     def open(self, url: str, deliver: Deliver, stop: threading.Event) -> Session:
         """Connect to *url* and subscribe (or start waiting for what is missing); raises on failure,
         Stopped if *stop* is set meanwhile."""
+
+    def endpoint(self, url: str) -> tuple[str, int]:
+        """The host and TCP port *url* connects to (watched while the broker refuses connections)."""
 
     def classify(self, exc: BaseException) -> str | None:
         """REFUSED, CONSUMER_TIMEOUT or CONNECTION for a failure of this protocol; None for anything else."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from bridged.backoff import JITTER_FLOOR, Backoff
+from bridged.backoff import JITTER_FLOOR, PROBE_FAST, PROBE_FAST_SPELL, PROBE_SLOW, Backoff, ProbeSchedule
 from bridged.config import ReconnectConfig
 from bridged.secrets import mask_text, mask_url, url_password
 
@@ -32,6 +32,24 @@ def test_backoff_never_overflows():
     backoff = Backoff(ReconnectConfig(initial_delay=1, max_delay=60, multiplier=1e300))
     for _ in range(10_000):
         assert backoff.next_delay() <= 60
+
+
+def test_probes_are_fast_for_a_minute_after_a_connect_then_slow_down_to_the_cap():
+    """Checks for a missing exchange: every PROBE_FAST in the first PROBE_FAST_SPELL, then doubling to PROBE_SLOW."""
+    now = 1000.0
+    schedule = ProbeSchedule(now)
+    intervals = []
+    while now < 1000.0 + PROBE_FAST_SPELL + 300:
+        now = schedule.next_at
+        assert schedule.due(now) and not schedule.due(now - 0.01)
+        schedule.checked(now)
+        intervals.append(round(schedule.next_at - now, 3))
+    fast = int(PROBE_FAST_SPELL / PROBE_FAST)
+    assert set(intervals[: fast - 1]) == {PROBE_FAST}
+    slow = intervals[fast:]
+    assert slow == sorted(slow) and slow[-1] == PROBE_SLOW and max(slow) == PROBE_SLOW
+    per_minute = 60 / PROBE_SLOW
+    assert per_minute <= 6, "a service never deployed must cost the broker only a few checks a minute"
 
 
 def test_mask_url():

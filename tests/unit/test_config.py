@@ -149,6 +149,23 @@ def test_environment_variables_are_expanded():
         ({**BASE, "reconnect": {"multiplier": 0.5}}, "reconnect.multiplier: must be at least 1, got 0.5"),
         ({**BASE, "reconnect": 3}, "reconnect: expected a mapping, got an integer"),
         ({**BASE, 1: 2}, "key 1 must be a string"),
+        (
+            {
+                **BASE,
+                "bindings": {
+                    "info": {"queue_declare": "passive", "queue": "bridged.info", "exchange": "nova", "sink": "out"}
+                },
+            },
+            "bindings.info.exchange: has no use with queue_declare: passive",
+        ),
+        (
+            {**BASE, "bindings": {"info": {"queue_declare": "passive", "sink": "out"}}},
+            "bindings.info.queue: is required with queue_declare: passive",
+        ),
+        (
+            {**BASE, "bindings": {"info": {"queue_declare": "maybe", "queue": "q", "sink": "out"}}},
+            "bindings.info.queue_declare: 'maybe' is not one of create, passive",
+        ),
     ],
 )
 def test_each_mistake_is_one_line_naming_the_key_path(raw, expected):
@@ -416,3 +433,10 @@ def test_amqp10_binding():
     binding = config.bindings["b"]
     assert config.broker.amqp10 and binding.address == "/queues/q" and binding.queue == "/queues/q"
     assert binding.sources == () and binding.prefetch == 50
+
+
+def test_a_passive_queue_binding_needs_no_exchange():
+    """queue_declare: passive consumes the services' queue: no exchange, nothing to declare or bind."""
+    config = parse({**BASE, "bindings": {"info": {"queue_declare": "passive", "queue": "bridged.info", "sink": "out"}}})
+    binding = config.bindings["info"]
+    assert binding.queue_declare == "passive" and binding.queue == "bridged.info" and binding.sources == ()
