@@ -5,22 +5,30 @@ every sink of the binding took all of it. Deliveries come from a Session
 (session.py); lines are batched and written to every sink, then one settle
 covers exactly what was written. A sink failure holds the batch unsettled
 on the same connection (the broker keeps it, prefetch bounds it) and
-retries the sinks after a backoff: no redelivery, no duplicates. A lost
-connection drops what is unwritten, which the broker redelivers, and the
-worker connects again with capped exponential backoff.
+retries the sinks after a backoff: no redelivery, no duplicates.
+
+A lost connection with a batch in hand: the batch is still written (not
+settled). If its queue survived, the broker redelivers it (a duplicate, at
+most one batch); if not (a non-durable queue on a broker restart, as
+OpenStack's are), the lines would otherwise be gone. The worker then
+connects again at once if the session had been up (a broker that closed
+on us, or restarted), else after a capped exponential backoff; while the
+broker's port refuses connections, the wait ends as soon as it accepts.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from bridged.backoff import Backoff
+from bridged.compression import Uninflatable, compressed, inflate
 from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig
 from bridged.delivery import Delivery
 from bridged.filters import compile_filter
-from bridged.formats import LineMeta, make_formatter, notification_meta, safe_line
+from bridged.formats import LineMeta, make_formatter, marked_line, notification_meta, safe_line
 from bridged.log import get_logger
 from bridged.poison import RedeliveryCounter
 from bridged.redact import Redactor
@@ -32,6 +40,13 @@ from bridged.stats import BindingStats, failure_reason
 # While nothing is pending, wake once a second: heartbeats need a tick about
 # that often (py-amqp has no heartbeat thread), and stop requests are seen.
 IDLE_WAKEUP = 1.0
+
+# A session that lived this long was no connection failing at once: when it is lost, connect again at once.
+STABLE_SESSION = 1.0
+# While the broker's port refuses connections (restarting, app stopped), look this often whether it
+# accepts again: a refused TCP connect costs the broker nothing (and RabbitMQ logs nothing for one
+# closed before the AMQP handshake).
+PORT_WATCH = 0.25
 
 EXIT_GAVE_UP = 3  # a binding reached reconnect.max_attempts
 EXIT_OUTPUT_CLOSED = 4  # stdout was closed by its reader (`bridged ... | head`)
@@ -112,6 +127,7 @@ class BindingWorker:
         self._thread = threading.Thread(target=self.run, name=f"binding-{binding.name}", daemon=True)
         self._batch = self._new_batch()
         self._session: Session | None = None
+        self._session_opened = 0.0  # monotonic time the current (or last) session opened; 0.0: none
         self._max_redeliveries = binding.max_redeliveries
         self._redeliveries = RedeliveryCounter()
 
@@ -154,6 +170,7 @@ class BindingWorker:
             url = urls[attempt % len(urls)]
             attempt += 1
             self.due_by = time.monotonic() + self.source.connect_budget()
+            self._session_opened = 0.0
             try:
                 self._session_life(url, connect_backoff)
                 continue
@@ -162,6 +179,7 @@ class BindingWorker:
                 return
             except Exception as exc:  # noqa: BLE001 - classified below; a bug must not silently end the thread
                 delay = self._failed(url, exc, connect_backoff)
+                refused = isinstance(exc, ConnectionRefusedError)
             finally:
                 self.consuming.clear()
                 self.attempted.set()
@@ -171,13 +189,43 @@ class BindingWorker:
                 self._end(EXIT_GAVE_UP)
                 return
             self.due_by = time.monotonic() + delay
-            self.stop_requested.wait(delay)
+            if refused:
+                self._wait_for_port(urls[attempt % len(urls)], delay)
+            else:
+                self.stop_requested.wait(delay)
         self._log.info("stopped")
 
+    def _wait_for_port(self, url: str, delay: float) -> None:
+        """Wait up to *delay* s for the next attempt, or until the broker's port, which refused us, accepts."""
+        deadline = time.monotonic() + delay
+        address = self.source.endpoint(url)
+        while not self.stop_requested.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                socket.create_connection(address, timeout=min(PORT_WATCH, remaining)).close()
+            except OSError:
+                self.stop_requested.wait(min(PORT_WATCH, max(0.0, deadline - time.monotonic())))
+                continue
+            self._log.info("broker_back", url=mask_url(url), waited=round(delay - remaining, 2))
+            return
+
     def _failed(self, url: str, exc: Exception, connect_backoff: Backoff) -> float:
-        """Count and log a session's failure; returns how long to wait before the next attempt."""
+        """Count and log a session's failure; returns how long to wait before the next attempt.
+
+        A session that had been up for STABLE_SESSION is connected again at once (the broker
+        closed on us or restarted: each second counts, since services republish as soon as it is
+        back); a connection that fails at once backs off.
+        """
         kind = self.source.classify(exc)
         reason = self.source.describe(exc)
+        was_up = self._session_opened and time.monotonic() - self._session_opened >= STABLE_SESSION
+        if was_up and kind in (CONNECTION, CONSUMER_TIMEOUT):
+            connect_backoff.reset()
+            self.stats.reconnects["consumer_timeout" if kind == CONSUMER_TIMEOUT else "connection"] += 1
+            self._log.warning("reconnect_scheduled", url=mask_url(url), reason=reason, attempt=0, retry_in=0.0)
+            return 0.0
         if kind == CONSUMER_TIMEOUT:
             # A batch held unsettled past the broker's consumer_timeout: not a config matter.
             self.stats.reconnects["consumer_timeout"] += 1
@@ -215,11 +263,17 @@ class BindingWorker:
         except Stopped:
             return
         self._session = session
+        self._session_opened = time.monotonic()
         clean = False
         try:
             self.attempted.set()  # subscribed, or waiting for a service: either way not a failed start
             self._consume(session, url, connect_backoff)
             clean = True
+        except _OutputClosed:
+            raise
+        except Exception:
+            self._write_unsettled()
+            raise
         finally:
             self._session = None
             self._batch = self._new_batch()  # unwritten deliveries are redelivered by the broker after close
@@ -247,6 +301,12 @@ class BindingWorker:
         if not batch.lines and not batch.dropped:
             batch.due = time.monotonic() + self.binding.batch_delay
         batch.last_tag = delivery.tag
+        if compressed(delivery):
+            try:
+                inflate(delivery)
+            except Uninflatable as exc:
+                self._marked(batch, delivery, str(exc))
+                return
         if self._wanted is not None and not self._wanted(delivery):
             batch.dropped += 1
             return
@@ -262,6 +322,17 @@ class BindingWorker:
                     lines.append(self._failed_line(fmt, delivery, exc))
         if self._wants_meta:
             batch.meta.append(notification_meta(delivery, self.binding.name))
+
+    def _marked(self, batch: Batch, delivery: Delivery, why: str) -> None:
+        """Hold *delivery* as a marked line in every format: its body as it came, and why it is not formatted."""
+        self.stats.format_failures += 1
+        self._log.warning("body_unreadable", reason=why, delivery_tag=delivery.tag)
+        name = self.binding.name
+        batch.lines.append(marked_line(delivery, why, self._format_name, name))
+        for (fmt, _), lines in zip(self._extra_formats, batch.extra, strict=True):
+            lines.append(marked_line(delivery, why, fmt, name))
+        if self._wants_meta:
+            batch.meta.append(notification_meta(delivery, name))
 
     def _failed_line(self, fmt: str, delivery: Delivery, exc: Exception) -> bytes:
         """The marked line written when a formatter failed on *delivery*."""
@@ -357,6 +428,23 @@ class BindingWorker:
             except SinkError as exc:
                 self._log.error("sink_failed", reason=str(exc), held=len(self._batch.lines), requeued=True)
 
+    def _write_unsettled(self) -> None:
+        """The connection is lost with a batch in hand: write it anyway, unsettled (at least once).
+
+        Redelivered if its queue survived (a duplicate, at most this batch); if the queue did not
+        survive (non-durable, a broker restart), these lines are the only copy left.
+        """
+        batch = self._batch
+        if not batch.lines:
+            return
+        try:
+            self._write(batch)
+        except SinkError as exc:
+            self._log.warning("sink_failed", reason=str(exc), held=len(batch.lines), requeued=True)
+            return
+        self._log.info("written_unsettled", lines=len(batch.lines),
+                       hint="the connection was lost first: a duplicate if its queue redelivers them")  # fmt: skip
+
     def _read_backlog(self, session: Session) -> None:
         """The queue's depth and consumers, where the protocol can tell (deliveries keep flowing)."""
         backlog = session.backlog()
@@ -364,11 +452,19 @@ class BindingWorker:
             self.stats.queue_ready, self.stats.queue_consumers = backlog
 
     def _flush(self, session: Session) -> None:
-        """Write the batch to every sink, then settle it: written first, settled second.
-
-        A sink that already took part of the held batch is not given it again.
-        """
+        """Write the batch to every sink, then settle it: written first, settled second."""
         batch = self._batch
+        self._write(batch)
+        session.settle(batch.last_tag)
+        stats = self.stats
+        stats.acked += len(batch.lines)  # written and settled; filtered ones are settled too, counted apart
+        stats.filtered += batch.dropped
+        stats.last_message_time = time.time()
+        self._log.debug("batch_acked", lines=len(batch.lines), dropped=batch.dropped, delivery_tag=batch.last_tag)
+        self._batch = self._new_batch()
+
+    def _write(self, batch: Batch) -> None:
+        """Every sink takes every line of *batch* it has not taken yet, or SinkError (what it took is counted)."""
         all_lines = (batch.lines, *batch.extra)
         meta = batch.meta if self._wants_meta else None
         taken = batch.taken
@@ -393,9 +489,3 @@ class BindingWorker:
                 stats.write_latency[sink.name].observe(time.monotonic() - started)
                 stats.written[sink.name] += len(lines) - done
                 taken[index] = len(lines)
-        session.settle(batch.last_tag)
-        stats.acked += len(batch.lines)  # written and settled; filtered ones are settled too, counted apart
-        stats.filtered += batch.dropped
-        stats.last_message_time = time.time()
-        self._log.debug("batch_acked", lines=len(batch.lines), dropped=batch.dropped, delivery_tag=batch.last_tag)
-        self._batch = self._new_batch()

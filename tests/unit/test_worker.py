@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -131,6 +132,9 @@ class StubSource:
         self.journal.append(("open", url))
         return StubSession(self.scripts.pop(0), deliver, self.journal)
 
+    def endpoint(self, url: str) -> tuple[str, int]:
+        return "127.0.0.1", 1
+
     def classify(self, exc: BaseException) -> str | None:
         return CONNECTION if isinstance(exc, ConnectionError) else None
 
@@ -197,17 +201,40 @@ def test_stopping_writes_and_settles_what_is_held():
     assert journal[-3:] == [("write b", [b"m1", b"m2"]), ("settle", 2), ("close", True)]
 
 
-def test_a_lost_connection_drops_the_unwritten_batch_and_connects_again():
-    """The connection fails with two deliveries held: none is settled, the session closes, the next one reads on."""
+def test_a_lost_connection_writes_the_held_batch_unsettled_and_connects_again():
+    """The connection fails with two deliveries held: they are written, none is settled, the next session reads on.
+
+    (A queue that survived redelivers them: a duplicate at most one batch long. One that did not, a non-durable
+    queue on a broker restart, would otherwise lose them.)
+    """
     run = Run([[messages(1, 2), ConnectionError("broker gone")], [messages(1, 3)]])
     run.worker.source.scripts[1].append(run.stop)  # type: ignore[attr-defined]
     journal = run.run()
     first_close = journal.index(("close", False))
-    assert not [entry for entry in journal[:first_close] if entry[0] in ("settle", "write a", "write b")]
+    assert journal[1:first_close] == [("write a", [b"m1", b"m2"]), ("write b", [b"m1", b"m2"])]
     batch = [b"m1", b"m2", b"m3"]
     assert journal[first_close + 1 :] == [("open", run.worker.broker.urls[0]), ("write a", batch),
                                           ("write b", batch), ("settle", 3), ("close", True)]  # fmt: skip
     assert run.worker.stats.reconnects["connection"] == 1
+
+
+def test_a_session_that_was_up_is_reopened_at_once_and_one_that_fails_at_once_backs_off(monkeypatch):
+    """Lost after STABLE_SESSION: the next open follows at once; lost at once: after the reconnect backoff."""
+    from bridged.sources import worker as worker_module
+
+    clock = [100.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
+
+    def later() -> None:
+        clock[0] += worker_module.STABLE_SESSION
+
+    run = Run([[later, ConnectionError("lost")], [ConnectionError("lost again")], []])
+    run.worker.source.scripts[2].append(run.stop)  # type: ignore[attr-defined]
+    waits: list[float] = []
+    monkeypatch.setattr(run.worker.stop_requested, "wait", lambda delay: waits.append(delay) or False)
+    run.run()
+    assert waits[0] == 0.0
+    assert 0 < waits[1] <= run.worker.reconnect.initial_delay
 
 
 def test_filtered_messages_are_settled_with_the_batch_but_never_written():
@@ -268,3 +295,16 @@ def test_sink_failures_never_lead_to_a_settle_before_the_write(failures):
             written[event[-1]] += len(value)
         if event == "settle":
             assert written["a"] >= value and written["b"] >= value, journal
+
+
+def test_a_compressed_body_is_written_inflated_and_a_corrupt_one_marked():
+    """kombu_compression: the line holds the notification; a body that cannot be inflated is written marked."""
+    good = Delivery(zlib.compress(b'{"n": 1}'), "nova", "k", False, 1, {"application_headers": {"compression": "gzip"}})
+    bad = Delivery(b"\x00broken", "nova", "k", False, 2, {"application_headers": {"compression": "gzip"}})
+    run = Run([[[good, bad], messages(3, 1)]], format="json")
+    run.worker.source.scripts[0].append(run.stop)  # type: ignore[attr-defined]
+    journal = run.run()
+    first, second = (json.loads(line) for line in run.a.lines[:2])
+    assert first["body"] == {"n": 1} and "headers" not in first["properties"]
+    assert second["bridged_error"].startswith("corrupt zlib data") and second["body"] == "\\x00broken"
+    assert ("settle", 3) in journal and run.worker.stats.format_failures == 1
