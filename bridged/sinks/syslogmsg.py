@@ -36,7 +36,10 @@ DEFAULT_SEVERITY_MAP = {
     "CRITICAL": 2, "ERROR": 3, "WARN": 4, "WARNING": 4,
     "AUDIT": 5, "INFO": 6, "SAMPLE": 6, "DEBUG": 7,
 }  # fmt: skip
-DEFAULT_MAX_SIZE = 8192
+# A stock rsyslog keeps a message of up to 8096 bytes, header included (its default maxMessageSize,
+# on imuxsock, imudp, imtcp and imrelp alike; measured with rsyslogd 8.2302): a longer one is cut
+# there, mid-JSON. Raise both together for big notifications (rsyslog: global(maxMessageSize=...)).
+DEFAULT_MAX_SIZE = 8096
 
 
 @dataclass(frozen=True)
