@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -38,10 +39,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 RUN_LIMIT = 60
 
 
-def tool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`bridged ARGS` run to its end: exit code, stdout and stderr."""
+def tool(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`bridged ARGS` run to its end (with *env* added to the environment): exit code, stdout and stderr."""
     return subprocess.run([sys.executable, "-m", "bridged", *args], input=stdin, capture_output=True, text=True,
-                          timeout=RUN_LIMIT)  # fmt: skip
+                          timeout=RUN_LIMIT, env={**os.environ, **(env or {})})  # fmt: skip
 
 
 def read_lines(path: Path) -> list[str]:
@@ -59,6 +60,30 @@ def wait_lines(path: Path, count: int, timeout: float = 30.0) -> list[str]:
 
 def rabbitmqctl(*args: str, timeout: float = 120) -> str:
     return subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, text=True, timeout=timeout).stdout
+
+
+# A whole RabbitMQ node starts within this on a loaded 2-core machine (its boot takes 5-20 s).
+NODE_START_LIMIT = 180.0
+
+
+def restart_broker_node() -> None:
+    """Stop the whole RabbitMQ node (not only its app) and start it again, as a host reboot or an upgrade does."""
+    rabbitmqctl("stop")
+    start_broker_node()
+
+
+def start_broker_node() -> None:
+    """Start the RabbitMQ node detached and wait until it serves; a no-op wait when it already runs."""
+    subprocess.run(["rabbitmq-server", "-detached"], capture_output=True, timeout=60)
+    deadline = time.monotonic() + NODE_START_LIMIT
+    while True:  # until the node answers at all, await_startup fails at once (exit 69)
+        done = subprocess.run(["rabbitmqctl", "-q", "await_startup", "--timeout", "30"], capture_output=True,
+                              timeout=60)  # fmt: skip
+        if done.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"RabbitMQ did not start within {NODE_START_LIMIT:g} s: {done.stderr[-500:]!r}")
+        time.sleep(1)
 
 
 def queue_counts(queue: str) -> tuple[int, int]:
@@ -315,3 +340,24 @@ def start_on_fanout(broker: Broker, start_bridged: Callable[..., Bridged], uid: 
     bridged = start_bridged(base_config({"f": {"type": "file", "path": str(path)}}, {"b": entry}))
     bridged.wait_event("consuming")
     return bridged, exchange, queue
+
+
+class LibraryErrors(logging.Handler):
+    """Collects what a library logs at WARNING and above (a failed oslo notify is only logged)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record.getMessage()[:300])
+
+
+@pytest.fixture
+def oslo_errors() -> Iterator[LibraryErrors]:
+    """What oslo.messaging logged at WARNING and above during the test."""
+    handler = LibraryErrors()
+    logger = logging.getLogger("oslo_messaging")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)

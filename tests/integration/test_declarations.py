@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from bridged.sources.amqp091 import EXCHANGE_POLL
+from bridged.backoff import PROBE_FAST as EXCHANGE_POLL
 from tests.integration.conftest import base_config, fanout_binding, rabbitmqctl, wait_lines, wait_until
 
 
@@ -16,6 +16,14 @@ def exchange_durability(name: str) -> str | None:
         if fields[0] == name:
             return fields[1]
     return None
+
+
+def connection_channels(name: str) -> int:
+    """Channels open on the connection the broker lists under client-given *name*."""
+    out = rabbitmqctl("list_connections", "-q", "--no-table-headers", "client_properties", "channels")
+    counts = [int(row.rsplit("\t", 1)[1]) for row in out.splitlines() if name in row]
+    assert counts, f"no connection named {name}"
+    return max(counts)
 
 
 def test_passive_binding_waits_for_the_exchange_and_binds_soon_after_it_appears(broker, start_bridged, uid, tmp_path):
@@ -104,6 +112,8 @@ def test_one_queue_fed_by_three_exchanges(broker, start_bridged, uid, tmp_path):
     broker.publish(topic, "compute.host1", b"rpc, not bound")
     broker.publish(direct, "audit", b"from direct")
     assert wait_lines(out, 2) == ["from topic", "from direct"]
+    time.sleep(6 * EXCHANGE_POLL)  # the missing one is checked several times meanwhile, on a side channel
+    assert connection_channels(f"bridged all@{socket.gethostname()}") <= 2, "a channel per check (a leak)"
 
     broker.declare_exchange(fanout, "fanout", durable=False)
     bridged.wait_event("exchange_found", exchange=fanout)

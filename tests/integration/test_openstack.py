@@ -7,135 +7,21 @@ starts bridged first, as after a controller reboot.
 from __future__ import annotations
 
 import json
-import logging
-import warnings
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 import amqp
-import pytest
-import yaml
 
-from tests.integration.conftest import BROKER_HOST, Bridged, rabbitmqctl, read_lines, wait_until
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # oslo.service's eventlet deprecation notice
-    import oslo_messaging
-    from oslo_config import cfg
-
-REPO = Path(__file__).resolve().parents[2]
-# Service -> notification topics, as etc/openstack.yaml promises to capture them.
-SERVICES = {
-    "nova": ("notifications", "versioned_notifications"),
-    "glance": ("notifications",),
-    "neutron": ("notifications",),
-    "cinder": ("notifications",),
-    "keystone": ("notifications",),
-    "heat": ("notifications",),
-}
-PRIORITIES = ("audit", "critical", "debug", "error", "info", "sample", "warn")
-DRIVERS = ("messagingv2", "messaging")  # oslo 2.0 envelope and the bare 1.0 message
-# Fast reconnects for the broker-restart test: the shipped file keeps the production defaults.
-TEST_RECONNECT = {"initial_delay": 0.2, "max_delay": 2.0, "multiplier": 2.0}
-
-
-class OsloErrors(logging.Handler):
-    """Collects what oslo.messaging logs at WARNING and above (a failed notify is only logged)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record.getMessage()[:300])
-
-
-@pytest.fixture
-def oslo_errors() -> Iterator[OsloErrors]:
-    handler = OsloErrors()
-    logger = logging.getLogger("oslo_messaging")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-
-
-def exchanges(vhost: str) -> dict[str, str]:
-    """Exchange name -> durable ('true'/'false') in *vhost*, from the broker."""
-    out = rabbitmqctl("list_exchanges", "-q", "--no-table-headers", "-p", vhost, "name", "durable")
-    return {row.split("\t")[0]: row.split("\t")[1] for row in out.splitlines() if "\t" in row}
-
-
-def openstack_config(tmp_path: Path, **extra_bindings: Any) -> dict[str, Any]:
-    """etc/openstack.yaml as shipped, its sinks pointed at files under *tmp_path*."""
-    text = (REPO / "etc/openstack.yaml").read_text().replace("/var/log/bridged/", f"{tmp_path}/logs/")
-    config = yaml.safe_load(text)
-    config["reconnect"] = TEST_RECONNECT
-    config["bindings"].update(extra_bindings)
-    return config
-
-
-class Cloud:
-    """One oslo.messaging notification transport per service, each with its own control_exchange."""
-
-    def __init__(self, vhost: str) -> None:
-        self.url = f"rabbit://guest:guest@{BROKER_HOST}/{quote(vhost, safe='')}"
-        self.transports = {}
-        for service in SERVICES:
-            conf = cfg.ConfigOpts()
-            conf([])
-            oslo_messaging.set_transport_defaults(control_exchange=service)
-            self.transports[service] = oslo_messaging.get_notification_transport(conf, url=self.url)
-        oslo_messaging.set_transport_defaults(control_exchange="openstack")
-        self.notifiers = {
-            (service, topic, driver): oslo_messaging.Notifier(
-                self.transports[service], publisher_id=f"{service}.ctl1", driver=driver, topics=[topic], retry=10
-            )
-            for service, topics in SERVICES.items()
-            for topic in topics
-            for driver in DRIVERS
-        }
-        self.sent: dict[str, str] = {}  # notification id -> the service whose file must hold it
-
-    def notify_all(self, round_name: str) -> None:
-        """Every service, topic, driver and priority, each with an id in its payload."""
-        for (service, topic, driver), notifier in self.notifiers.items():
-            for priority in PRIORITIES:
-                ident = f"{round_name}:{service}:{topic}:{driver}:{priority}"
-                context = {"request_id": f"req-{ident}", "user_id": "u1", "project_id": "p1"}
-                getattr(notifier, priority)(context, f"{service}.test.{priority}", {"id": ident})
-                self.sent[ident] = service
-
-    def warm_up(self, service: str) -> None:
-        """What a service does at start: its first notification declares its exchange."""
-        notifier = self.notifiers[(service, SERVICES[service][0], "messagingv2")]
-        notifier.info({}, f"{service}.service.start", {"id": f"warm-up:{service}"})
-
-    def close(self) -> None:
-        for transport in self.transports.values():
-            transport.cleanup()
-
-
-def captured(tmp_path: Path, service: str) -> set[str]:
-    ids = set()
-    for line in read_lines(tmp_path / "logs" / f"{service}.log"):
-        payload = json.loads(line).get("payload")
-        if isinstance(payload, dict) and isinstance(payload.get("id"), str):
-            ids.add(payload["id"])
-    return ids
-
-
-def missing(cloud: Cloud, tmp_path: Path, round_name: str) -> list[str]:
-    got = {service: captured(tmp_path, service) for service in SERVICES}
-    return [i for i, service in cloud.sent.items() if i.startswith(round_name + ":") and i not in got[service]]
-
-
-def start_services(cloud: Cloud, bridged: Bridged, consuming_before: int) -> None:
-    """Start the services (their exchanges appear) and wait until every binding consumes again."""
-    for service in SERVICES:
-        cloud.warm_up(service)
-    bridged.wait_event("consuming", count=consuming_before + len(SERVICES), timeout=30)
+from tests.integration.conftest import BROKER_HOST, rabbitmqctl, read_lines, wait_until
+from tests.integration.openstack import (
+    DRIVERS,
+    PRIORITIES,
+    SERVICES,
+    Cloud,
+    exchanges,
+    missing,
+    openstack_config,
+    rpc_call_answers,
+    start_services,
+)
 
 
 def test_openstack_capture_is_complete_and_harmless(vhost, tmp_path, start_bridged, oslo_errors):
@@ -169,30 +55,6 @@ def test_openstack_capture_is_complete_and_harmless(vhost, tmp_path, start_bridg
         assert bridged.count("broker_refused") == 0
     finally:
         cloud.close()
-
-
-class Pong:
-    target = oslo_messaging.Target(version="1.0")
-
-    def ping(self, ctxt: dict[str, Any], value: int) -> int:
-        return value + 1
-
-
-def rpc_call_answers(url: str) -> bool:
-    """An oslo RPC server and client on nova's exchange: the call must answer."""
-    transport = oslo_messaging.get_rpc_transport(cfg.CONF, url=url)
-    target = oslo_messaging.Target(topic="compute", server="ctl1", exchange="nova")
-    server = oslo_messaging.get_rpc_server(transport, target, [Pong()])
-    server.start()
-    try:
-        client = oslo_messaging.get_rpc_client(
-            transport, oslo_messaging.Target(topic="compute", exchange="nova"), timeout=30
-        )
-        return bool(client.prepare(server="ctl1").call({}, "ping", value=41) == 42)
-    finally:
-        server.stop()
-        server.wait()
-        transport.cleanup()
 
 
 TOKEN = "gAAAAABl-live-keystone-token-0123456789"
