@@ -271,8 +271,9 @@ class BindingWorker:
             clean = True
         except _OutputClosed:
             raise
-        except Exception:
-            self._write_unsettled()
+        except Exception as exc:
+            if self.source.classify(exc) == CONNECTION:  # the queue may go with the connection (a broker restart)
+                self._write_unsettled()
             raise
         finally:
             self._session = None
