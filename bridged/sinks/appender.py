@@ -1,8 +1,18 @@
-"""One log file appended to: follows renames and deletions by inode, reopens on HUP (a file sink's core)."""
+"""One log file appended to: follows renames and deletions by inode, reopens on HUP (a file sink's core).
+
+With ``fsync``, a write returns only once its lines are on disk: the file
+is fdatasync'ed after the batch (one sync per batch, so the cost falls with
+the batch size) and its directory fsync'ed after the file was created or
+opened anew (a rotation). A failed sync is never retried on the same
+descriptor: Linux may have dropped the dirty pages, and a second fsync would
+then report success for data that is gone. The descriptor is closed and the
+whole batch given again (taken 0): duplicates are possible, loss is not.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Sequence
@@ -18,38 +28,65 @@ RENAMED_FILE_GRACE = 2.0
 
 
 class FileSink:
-    """Appends lines to a file; follows renames and deletions by inode, reopens on HUP."""
+    """Appends lines to a file; follows renames and deletions by inode, reopens on HUP; syncs when asked."""
 
     wants_meta = False
 
-    def __init__(self, name: str, path: str) -> None:
+    def __init__(self, name: str, path: str, fsync: bool = False) -> None:
         self.name = name
         self.path = path
+        self.fsync = fsync
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
         self._reopen_requested = False
         self._writer = LineWriter()
         self._missing_since: float | None = None
+        self._new_entries: list[str] = []  # directories whose entries must be synced (fsync: after an open)
 
     def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None, batch: object = None) -> None:
         with self._lock:
             try:
-                self._writer.write(self._descriptor(), lines)
+                fd = self._descriptor()
+                self._writer.write(fd, lines)
             except OSError as exc:
+                taken = getattr(exc, "taken", 0)
+                if taken and self.fsync and not self._synced(fd):
+                    taken = 0  # what this descriptor took is not known to be on disk: all of it again
                 self._close_fd()
-                raise SinkError(f"cannot write {self.path}: {reason(exc)}", getattr(exc, "taken", 0)) from exc
+                raise SinkError(f"cannot write {self.path}: {reason(exc)}", taken) from exc
+            if self.fsync:
+                self._sync(fd)
+
+    def _sync(self, fd: int) -> None:
+        """The batch on disk, and the file's name too after an open; or SinkError with nothing taken."""
+        try:
+            os.fdatasync(fd)
+            while self._new_entries:
+                _sync_directory(self._new_entries[-1])
+                self._new_entries.pop()
+        except OSError as exc:
+            self._close_fd(finish=False)  # never trust this descriptor's page cache again
+            raise SinkError(f"cannot sync {self.path} to disk: {reason(exc)}", 0) from exc
+
+    @staticmethod
+    def _synced(fd: int) -> bool:
+        try:
+            os.fdatasync(fd)
+        except OSError:
+            return False
+        return True
 
     def _descriptor(self) -> int:
         """The open descriptor, reopened when asked or when the path now names another file."""
         if self._fd is not None and not self._reopen_requested:
             try:
-                stat = os.stat(self.path)
+                info = os.stat(self.path)
             except FileNotFoundError:
-                stat = None
-            if stat is not None and (stat.st_dev, stat.st_ino) == self._identity:
+                info = None
+            if info is not None and (info.st_dev, info.st_ino) == self._identity:
                 return self._fd
-            if stat is None and os.fstat(self._fd).st_nlink > 0:
+            if info is None and os.fstat(self._fd).st_nlink > 0:
                 # Renamed away but still on disk: logrotate creates the new file
                 # and sends HUP within moments, so keep appending to the renamed
                 # file for a grace period rather than race its `create`.
@@ -61,16 +98,22 @@ class FileSink:
         self._close_fd()
         self._reopen_requested = False
         self._missing_since = None
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        stat = os.fstat(fd)
-        self._fd, self._identity = fd, (stat.st_dev, stat.st_ino)
+        directory = os.path.dirname(self.path) or "."
+        created = _make_directories(directory)
+        fd = _open_for_append(self.path)
+        info = os.fstat(fd)
+        self._fd, self._identity = fd, (info.st_dev, info.st_ino)
+        self._writer.opened(fd)
+        if self.fsync:  # the file's entry, and those of the directories just made, must reach the disk too
+            entries = [directory, *(os.path.dirname(d) or "." for d in created)]
+            self._new_entries = list(dict.fromkeys([*self._new_entries, *entries]))
         return fd
 
-    def _close_fd(self) -> None:
+    def _close_fd(self, finish: bool = True) -> None:
+        """Close the descriptor; first write what is owed to it (a cut line's end), unless it is not trusted."""
         if self._fd is not None:
+            if finish:
+                self._writer.finish(self._fd)
             try:
                 os.close(self._fd)
             except OSError:
@@ -90,3 +133,42 @@ class FileSink:
     def close(self) -> None:
         with self._lock:
             self._close_fd()
+
+
+def _open_for_append(path: str) -> int:
+    """Open *path* to append (created if missing); a regular file readable too where allowed, so the writer
+    can check its last byte and cut back a half-written line (LineWriter.opened, _cut_back). Anything else
+    (a FIFO, a device) is opened write-only, as a writer would: reading a FIFO would take its lines."""
+    flags = os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        regular = True  # created by this open
+    if regular:
+        try:
+            return os.open(path, os.O_RDWR | flags, FILE_MODE)
+        except PermissionError:
+            pass  # a file we may write but not read
+    return os.open(path, os.O_WRONLY | flags, FILE_MODE)
+
+
+def _make_directories(directory: str) -> list[str]:
+    """Create *directory* and its missing parents (DIR_MODE); the ones created, deepest first."""
+    missing = []
+    while directory and not os.path.isdir(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    if missing:
+        os.makedirs(missing[0], mode=DIR_MODE, exist_ok=True)
+    return missing
+
+
+def _sync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

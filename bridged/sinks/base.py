@@ -9,6 +9,7 @@ binding threads, so each holds its own lock.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -83,17 +84,23 @@ def _write_all(fd: int, data: bytes) -> int:
 
 
 class LineWriter:
-    """Writes batches of lines to a descriptor and resumes a cut line at the byte.
+    """Writes batches of lines to a descriptor so that it only ever ends with whole lines.
 
-    A short write (disk full mid-batch) leaves part of a line in the file.
-    Writing the whole batch again would leave that cut line plus a copy of
-    every line before it; instead the lines fully written count as taken,
-    the cut line counts as taken too, and its missing bytes are written first
-    on the next attempt.
+    A short write (disk full mid-batch) leaves part of a line behind. In a
+    regular file that part is cut off again at once (ftruncate back to the
+    end of the last whole line, which needs no free space): the lines written
+    whole count as taken, and the cut one is given again and written whole,
+    into whatever file the path names by then, so a reopen after logrotate or
+    a stop never leaves half a line anywhere. Where the part cannot be cut
+    off (a pipe such as stdout, or ftruncate failed) its missing bytes are
+    kept and written first on the next attempt (``rest``), and the cut line
+    counts as taken; should its descriptor go first, the whole line goes to
+    the next one (finish()).
     """
 
     def __init__(self) -> None:
-        self.rest = b""  # the unwritten end of a cut line, written before anything else
+        self.rest = b""  # bytes owed before anything else: the end of a cut line, or a newline (opened())
+        self._line = b""  # the whole cut line whose rest is owed
 
     def write(self, fd: int, lines: Sequence[bytes]) -> None:
         """Write the pending rest, then *lines*; raises OSError with ``taken`` lines counted."""
@@ -104,19 +111,54 @@ class LineWriter:
                 self.rest = self.rest[exc.written :]  # type: ignore[attr-defined]
                 exc.taken = 0  # type: ignore[attr-defined]
                 raise
-            self.rest = b""
+            self.rest = self._line = b""
         data = b"\n".join([*lines, b""])  # the last line's newline without copying the batch twice
         try:
             _write_all(fd, data)
         except OSError as exc:
             written: int = exc.written  # type: ignore[attr-defined]
-            taken = data.count(b"\n", 0, written)
-            if written and data[written - 1 : written] != b"\n":
+            whole = data.rfind(b"\n", 0, written) + 1  # where the last whole line ends
+            taken = data.count(b"\n", 0, whole)
+            if written > whole and not _cut_back(fd, data[whole:written]):
                 end = data.index(b"\n", written) + 1
-                self.rest = data[written:end]
+                self.rest, self._line = data[written:end], data[whole:end]
                 taken += 1
             exc.taken = taken  # type: ignore[attr-defined]
             raise
+
+    def opened(self, fd: int) -> None:
+        """A file just opened for appending: if it does not end with a newline (a line cut by a crash, or by
+        another writer), one is written first, so nothing is ever glued to that head."""
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode) and info.st_size and os.pread(fd, 1, info.st_size - 1) != b"\n":
+                self.rest = b"\n" + self.rest
+        except OSError:
+            pass
+
+    def finish(self, fd: int) -> None:
+        """*fd* is about to be closed or replaced: write what is owed to it, else owe the whole cut line to
+        the next descriptor (the head stays behind in this one, cut off by nothing else)."""
+        if not self.rest:
+            return
+        try:
+            _write_all(fd, self.rest)
+            self.rest = self._line = b""
+        except OSError:
+            self.rest = self._line if self._line else b""
+
+
+def _cut_back(fd: int, part: bytes) -> bool:
+    """Remove *part*, the head of a cut line, from the end of the regular file *fd*; False where it cannot be."""
+    try:
+        info = os.fstat(fd)
+        end = info.st_size
+        if not stat.S_ISREG(info.st_mode) or end < len(part) or os.pread(fd, len(part), end - len(part)) != part:
+            return False  # not a file, or its end is not ours (someone else wrote after us)
+        os.ftruncate(fd, end - len(part))
+    except OSError:
+        return False
+    return True
 
 
 def probe_path(path: str) -> str | None:

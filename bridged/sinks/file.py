@@ -21,6 +21,7 @@ DEFAULT_MAX_OPEN_FILES = 64
 class FileSinkConfig(SinkConfig):
     path: str = ""
     max_open_files: int = DEFAULT_MAX_OPEN_FILES  # a path with {fields}: files open at once
+    fsync: bool = False  # a batch is on disk (fdatasync) before it is acked, not only in the OS
 
     @property
     def templated(self) -> bool:
@@ -40,16 +41,17 @@ def _file_path(value: Any, where: str) -> str:
 
 def parse_config(name: str, section: ck.Section) -> FileSinkConfig:
     path = section.get("path", _file_path)
+    fsync = section.get("fsync", ck.boolean, False)
     if "{" not in path:
-        return FileSinkConfig(name, "file", path=path)
+        return FileSinkConfig(name, "file", path=path, fsync=fsync)
     max_open = section.get("max_open_files", ck.integer(1, 10_000), DEFAULT_MAX_OPEN_FILES)
-    return FileSinkConfig(name, "file", path=path, max_open_files=max_open)
+    return FileSinkConfig(name, "file", path=path, max_open_files=max_open, fsync=fsync)
 
 
 def build(config: FileSinkConfig) -> Sink:
     if config.templated:
-        return PathTemplateSink(config.name, config.path, config.max_open_files)
-    return FileSink(config.name, config.path)
+        return PathTemplateSink(config.name, config.path, config.max_open_files, fsync=config.fsync)
+    return FileSink(config.name, config.path, fsync=config.fsync)
 
 
 register("file", parse_config, build)

@@ -70,9 +70,8 @@ class PathTemplateSink:
 
     wants_meta = True
 
-    def __init__(
-        self, name: str, template: str, max_open_files: int, opener: Callable[[str, str], FileSink] = FileSink
-    ):
+    def __init__(self, name: str, template: str, max_open_files: int,
+                 opener: Callable[..., FileSink] = FileSink, fsync: bool = False) -> None:  # fmt: skip
         self.name = name
         self.base, self._parts = parse_path_template(template)
         fields = [field for _, field in self._parts if field is not None]
@@ -81,6 +80,7 @@ class PathTemplateSink:
         self._dated = any(field not in META_FIELDS for field in fields)
         self._max_open = max_open_files
         self._opener = opener
+        self._fsync = fsync  # each file's FileSink syncs its part of a batch: one sync per file per batch
         self._files: OrderedDict[str, FileSink] = OrderedDict()
         self._paths: dict[Any, str] = {}
         self._lock = threading.Lock()
@@ -146,7 +146,7 @@ class PathTemplateSink:
         while len(self._files) >= self._max_open:
             if not self._evict():
                 break
-        sink = self._opener(self.name, path)
+        sink = self._opener(self.name, path, fsync=self._fsync)
         self._files[path] = sink
         return sink
 

@@ -35,39 +35,69 @@ class Disk:
         return written
 
 
-def test_a_cut_line_counts_as_taken_and_its_rest_comes_first_next_time(tmp_path, monkeypatch):
-    """Room for one and a half lines: one whole line plus the cut one are taken; the rest completes it later."""
+def test_a_cut_line_is_cut_off_at_once_and_given_again_whole(tmp_path, monkeypatch):
+    """Room for one and a half lines: one whole line is taken, the half is removed again, the file ends whole."""
     disk = Disk(monkeypatch)
     path = tmp_path / "out.log"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
     writer = LineWriter()
     disk.room = 6 + 3  # "line1\n" and "lin"
     with pytest.raises(OSError) as failure:
         writer.write(fd, [b"line1", b"line2", b"line3"])
-    assert failure.value.taken == 2  # type: ignore[attr-defined]
-    assert writer.rest == b"e2\n"
+    assert failure.value.taken == 1  # type: ignore[attr-defined]
+    assert path.read_bytes() == b"line1\n" and writer.rest == b""
     disk.room = None
-    writer.write(fd, [b"line3"])  # the worker gives only what was not taken
+    writer.write(fd, [b"line2", b"line3"])  # the worker gives what was not taken
     os.close(fd)
     assert path.read_bytes() == b"line1\nline2\nline3\n"
 
 
-def test_a_failure_while_the_rest_is_written_takes_nothing_new(tmp_path, monkeypatch):
+def test_on_a_pipe_the_rest_of_a_cut_line_comes_first_next_time(monkeypatch):
+    """stdout may be a pipe, which cannot be cut back: the cut line counts as taken and its rest is owed."""
     disk = Disk(monkeypatch)
-    fd = os.open(tmp_path / "out.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    read_end, write_end = os.pipe()
     writer = LineWriter()
-    disk.room = 2
-    with pytest.raises(OSError):
-        writer.write(fd, [b"abcdef"])
+    disk.room = 6 + 3
+    with pytest.raises(OSError) as failure:
+        writer.write(write_end, [b"line1", b"line2", b"line3"])
+    assert failure.value.taken == 2 and writer.rest == b"e2\n"  # type: ignore[attr-defined]
     disk.room = 1
     with pytest.raises(OSError) as failure:
-        writer.write(fd, [b"next"])
-    assert failure.value.taken == 0  # type: ignore[attr-defined]
-    assert writer.rest == b"def\n"  # one more byte of the cut line went out
+        writer.write(write_end, [b"line3"])
+    assert failure.value.taken == 0 and writer.rest == b"2\n"  # type: ignore[attr-defined]
     disk.room = None
-    writer.write(fd, [b"next"])
-    os.close(fd)
-    assert (tmp_path / "out.log").read_bytes() == b"abcdef\nnext\n"
+    writer.write(write_end, [b"line3"])
+    os.close(write_end)
+    assert os.read(read_end, 100) == b"line1\nline2\nline3\n"
+
+
+def test_a_file_left_without_a_final_newline_gets_one_before_anything_is_appended(tmp_path):
+    """A head left by a crash (or another writer) stays a line of its own: the next record is never glued to it."""
+    path = tmp_path / "out.log"
+    path.write_bytes(b'{"id": "a"}\n{"id": "cr7a9')
+    sink = FileSink("f", str(path))
+    sink.write([b'{"id": "b"}'])
+    assert path.read_bytes() == b'{"id": "a"}\n{"id": "cr7a9\n{"id": "b"}\n'
+
+
+def test_a_rest_owed_to_a_file_that_is_reopened_goes_whole_to_the_new_one(tmp_path, monkeypatch):
+    """Where a cut line could not be cut back, a reopen (logrotate) finishes it in the old file or moves it whole."""
+    disk = Disk(monkeypatch)
+    monkeypatch.setattr("bridged.sinks.base._cut_back", lambda fd, part: False)
+    path = tmp_path / "out.log"
+    sink = FileSink("f", str(path))
+    disk.room = 6 + 3
+    with pytest.raises(SinkError) as failure:
+        sink.write([b"line1", b"line2"])
+    assert failure.value.taken == 2
+    os.rename(path, tmp_path / "out.log.1")
+    sink.reopen()
+    disk.room = 0  # still full: the rest cannot reach the old file
+    with pytest.raises(SinkError):
+        sink.write([b"line3"])
+    disk.room = None
+    sink.write([b"line3"])
+    assert path.read_bytes() == b"line2\nline3\n"  # the cut line whole in the new file, never as a fragment
 
 
 def test_file_sink_reports_what_it_took_and_resumes(tmp_path, monkeypatch):
@@ -80,6 +110,32 @@ def test_file_sink_reports_what_it_took_and_resumes(tmp_path, monkeypatch):
     disk.room = None
     sink.write([b"two"])
     assert (tmp_path / "logs" / "out.log").read_text() == "one\ntwo\n"
+
+
+def test_with_fsync_each_batch_is_synced_once_and_new_directories_too(tmp_path, monkeypatch):
+    synced: list[str] = []
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+    monkeypatch.setattr("bridged.sinks.appender.os.fdatasync", lambda fd: synced.append("file") or real_fdatasync(fd))
+    monkeypatch.setattr("bridged.sinks.appender.os.fsync", lambda fd: synced.append("dir") or real_fsync(fd))
+    sink = FileSink("f", str(tmp_path / "a" / "b" / "out.log"), fsync=True)
+    sink.write([b"one", b"two"])
+    assert synced.count("file") == 1 and synced.count("dir") == 3  # b (the file), a (holds b), tmp (holds a)
+    synced.clear()
+    sink.write([b"three"])
+    assert synced == ["file"]
+
+
+def test_a_failed_sync_gives_the_whole_batch_again(tmp_path, monkeypatch):
+    """fsync failed: the pages may be gone, a second fsync would lie: nothing of the batch counts as taken."""
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    sink = FileSink("f", str(tmp_path / "out.log"), fsync=True)
+    monkeypatch.setattr("bridged.sinks.appender.os.fdatasync", failing)
+    with pytest.raises(SinkError, match=r"cannot sync .* to disk: Input/output error") as failure:
+        sink.write([b"one", b"two"])
+    assert failure.value.taken == 0
 
 
 def test_file_sink_follows_a_rename_once_the_new_file_exists(tmp_path):
