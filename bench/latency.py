@@ -85,11 +85,13 @@ def measure(queue: str, start_consumer, rate: int, seconds: float) -> list[float
             stop()
 
 
-def start_bridged(queue: str):
+def start_bridged(queue: str, sink: dict | None = None):
+    """A bridged on *queue* writing to the measured file; *sink* adds settings to its file sink (fsync)."""
+
     def start(path: Path):
         config = {
             "broker": {"url": URL},
-            "sinks": {"f": {"type": "file", "path": str(path)}},
+            "sinks": {"f": {"type": "file", "path": str(path), **(sink or {})}},
             "bindings": {"lat": {"exchange": "amq.direct", "exchange_type": "direct", "routing_keys": [queue],
                                  "queue": queue, "sink": "f"}},
         }  # fmt: skip

@@ -25,11 +25,14 @@ class StreamPublisher(threading.Thread):
     """
 
     def __init__(self, exchange: str, routing_key: str, count: int, prefix: str = "m", rate: float | None = None,
-                 host: str = BROKER_HOST, name: Callable[[int], str] | None = None) -> None:  # fmt: skip
+                 host: str = BROKER_HOST, name: Callable[[int], str] | None = None,
+                 body: Callable[[str], bytes] | None = None) -> None:  # fmt: skip
+        """*body* makes a message's body from its id (default: the id itself)."""
         super().__init__(daemon=True)
         self.exchange, self.routing_key, self.count, self.prefix, self.rate = exchange, routing_key, count, prefix, rate
         self.host = host
         self.name_of = name or (lambda i: f"{self.prefix}-{i}")
+        self.body_of = body or str.encode
         self.confirmed: list[str] = []
         self.reconnects = 0
         self.paused = threading.Event()
@@ -71,7 +74,7 @@ class StreamPublisher(threading.Thread):
             try:
                 returned_before = len(self.returned)
                 channel.basic_publish(
-                    amqp.Message(message_id.encode(), delivery_mode=2, message_id=message_id),
+                    amqp.Message(self.body_of(message_id), delivery_mode=2, message_id=message_id),
                     exchange=self.exchange, routing_key=self.routing_key, mandatory=True,
                 )  # fmt: skip
             except Exception:
