@@ -58,6 +58,9 @@ OPENSTACK_EXCHANGES = frozenset((
 ))  # fmt: skip
 
 
+# RabbitMQ 3.x refuses messages over 128 MiB (its max_message_size); 4.x over 16 MiB.
+DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+
 TOP_LEVEL_KEYS = ("broker", "reconnect", "metrics", "sinks", "bindings")
 
 
@@ -67,6 +70,8 @@ class BrokerConfig:
     heartbeat: float
     connect_timeout: float
     tls: TLSConfig = field(default_factory=TLSConfig)
+    # AMQP 1.0: the largest message assembled from its transfers; a larger one is refused (dead-lettered).
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
 
     @property
     def amqp10(self) -> bool:
@@ -285,6 +290,7 @@ def _broker(section: ck.Section) -> BrokerConfig:
         heartbeat=section.get("heartbeat", ck.number(0), 30.0),
         connect_timeout=section.get("connect_timeout", ck.number(0, strict=True), 10.0),
         tls=ck.tls_settings(section.section("tls", required=False)),
+        max_message_size=section.get("max_message_size", ck.integer(1024, 1 << 40), DEFAULT_MAX_MESSAGE_SIZE),
     )
     section.done()
     return broker

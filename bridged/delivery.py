@@ -19,7 +19,7 @@ UNPARSED: Final[Any] = object()
 class Delivery:
     """A received message and where it came from; `tag` is what its session settles it by."""
 
-    __slots__ = ("body", "error", "exchange", "note", "properties", "redelivered", "routing_key", "tag")
+    __slots__ = ("body", "error", "exchange", "note", "properties", "redelivered", "refuse", "routing_key", "tag")
 
     def __init__(
         self,
@@ -30,6 +30,7 @@ class Delivery:
         tag: int = 0,
         properties: Mapping[str, Any] | None = None,
         error: str | None = None,
+        refuse: str | None = None,
     ) -> None:
         self.body = body
         self.exchange = exchange
@@ -40,6 +41,9 @@ class Delivery:
         # Why this delivery could not be read whole (undecodable properties or message): it is
         # still written, with the bridged_error marker, and settled like any other.
         self.error = error
+        # Why this delivery cannot be taken at all (too large to hold): it is refused (dead-lettered),
+        # never written, never the cause of a reconnect.
+        self.refuse = refuse
         # The oslo notification inside the body, parsed at most once per delivery (formats,
         # filters and sinks share it); UNPARSED until someone needed it.
         self.note: Any = UNPARSED

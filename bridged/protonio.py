@@ -13,14 +13,18 @@ the same fields is refused with one line (ProtonUnfit) rather than read wrong.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable
 from typing import Any
 
 import proton
 
+from bridged.amqp10wire import Malformed, check_sections, lenient_decode
+
 try:
     from cproton import (  # type: ignore[import-untyped]
         PN_ACCEPTED,
+        PN_EOS,
         PN_REJECTED,
         isnull,
         pn_delivery_partial,
@@ -52,7 +56,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed proton
     raise ImportError(f"python-qpid-proton {version} lacks what bridged reads deliveries with: {exc}") from exc
 
 __all__ = [
-    "PN_ACCEPTED", "PN_REJECTED", "Decoded", "ProtonUnfit", "decode_message", "isnull", "pn_delivery_partial",
+    "PN_ACCEPTED", "PN_EOS", "PN_REJECTED", "Decoded", "ProtonUnfit", "decode_message", "isnull", "pn_delivery_partial",
     "pn_delivery_pending", "pn_delivery_readable", "pn_delivery_settle", "pn_delivery_settled",
     "pn_delivery_update", "pn_link_advance", "pn_link_current", "pn_link_recv",
 ]  # fmt: skip
@@ -62,8 +66,8 @@ class ProtonUnfit(ImportError):
     """The installed qpid-proton does not decode as bridged expects."""
 
 
-# (properties, exchange, routing key, redelivered, body), or an int: proton's decode error code.
-Decoded = tuple[dict[str, Any], str, str, bool, bytes] | int
+# (properties, exchange, routing key, redelivered, body, why it is written marked or None)
+Decoded = tuple[dict[str, Any], str, str, bool, bytes, str | None]
 
 
 def _text(value: Any) -> str:
@@ -111,12 +115,33 @@ def decode_message(message: proton.Message, data: bytes) -> Decoded:
     more than the decode itself. RabbitMQ's 0-9-1 mapping applies where it
     can: the subject (or an x-opt-routing-key annotation) is the routing key,
     application properties are the header table, with the delivery count in
-    it as x-delivery-count (what max_redeliveries reads).
+    it as x-delivery-count (what max_redeliveries reads). Bytes that are not
+    a whole AMQP message are returned as they came, with why; content proton
+    refuses (text not UTF-8, a list as a map key) is decoded leniently
+    (amqp10wire.py), and marked when something had to be escaped.
     """
+    problem = check_sections(data)
+    if problem is not None:
+        return {}, "", "", False, data, f"not an AMQP 1.0 message ({problem})"
+    try:
+        return _decode(message, data)
+    except (UnicodeDecodeError, TypeError, ValueError, KeyError) as exc:
+        try:
+            properties, exchange, routing_key, redelivered, body, problems = lenient_decode(data)
+        except (Malformed, IndexError, struct.error) as broken:
+            return {}, "", "", False, data, f"undecodable AMQP 1.0 message ({broken})"
+        why = f"undecodable AMQP 1.0 content: {', '.join(dict.fromkeys(problems))}" if problems else None
+        if why is None and not isinstance(exc, UnicodeDecodeError):
+            why = f"undecodable AMQP 1.0 content: {type(exc).__name__}"
+        return properties, exchange, routing_key, redelivered, body, why
+
+
+def _decode(message: proton.Message, data: bytes) -> Decoded:
+    """The fast way: proton's C decoder and getters."""
     msg = message._msg
     code = pn_message_decode(msg, data)
     if code < 0:
-        return int(code)
+        return {}, "", "", False, data, f"not an AMQP 1.0 message (qpid-proton decode error {code})"
     properties: dict[str, Any] = {}
     for key, getter in _TEXT_FIELDS:
         value = getter(msg)
@@ -142,7 +167,8 @@ def decode_message(message: proton.Message, data: bytes) -> Decoded:
     routing_key = _text(annotations.get("x-opt-routing-key") or pn_message_get_subject(msg) or "")
     redelivered = bool(count) or not pn_message_is_first_acquirer(msg)
     body = Data(pn_message_body(msg))
-    return properties, exchange, routing_key, redelivered, _body_bytes(body.get_object() if body.next() else None)
+    return (properties, exchange, routing_key, redelivered, _body_bytes(body.get_object() if body.next() else None),
+            None)  # fmt: skip
 
 
 def _version() -> str:
@@ -162,7 +188,7 @@ def _check() -> None:
     expected = (
         {"content_type": "application/json", "message_id": "m-1", "timestamp": 1_700_000_000, "delivery_mode": 2,
          "application_headers": {"h": "v", "x-delivery-count": 2}},
-        "", "k", True, b'{"n": 1}',
+        "", "k", True, b'{"n": 1}', None,
     )  # fmt: skip
     if decoded != expected:
         raise ProtonUnfit(f"python-qpid-proton {_version()} decodes differently than "

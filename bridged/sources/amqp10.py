@@ -25,6 +25,7 @@ from bridged.configkit import TLSConfig
 from bridged.delivery import Delivery
 from bridged.protonio import (
     PN_ACCEPTED,
+    PN_EOS,
     PN_REJECTED,
     decode_message,
     isnull,
@@ -126,6 +127,9 @@ class Amqp10Session:
         self._message = Message()
         self._unsettled: OrderedDict[int, Any] = OrderedDict()  # tag -> proton's pn_delivery_t pointer
         self._tag = 0
+        self._parts: list[bytes] = []  # the transfers of the message at the head, so far
+        self._size = 0  # its bytes so far
+        self._max_size = broker.max_message_size
         self._sock = socket.create_connection((host, port), timeout=broker.connect_timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._poll = select.poll()
@@ -166,9 +170,10 @@ class Amqp10Session:
     def pump(self, timeout: float) -> None:
         """Wait up to *timeout* for bytes, feed them to the engine, take the deliveries, send what is due."""
         transport = self._transport
-        if self._poll.poll(int(timeout * 1000)):
+        capacity = transport.capacity()
+        if capacity > 0 and self._poll.poll(int(timeout * 1000)):
             try:
-                data = self._sock.recv(max(transport.capacity(), 4096))
+                data = self._sock.recv(capacity)  # never more than the engine takes in (a big message's frames)
             except (BlockingIOError, InterruptedError):
                 data = None
             if data == b"":
@@ -177,23 +182,37 @@ class Amqp10Session:
                 raise ConnectionError("the broker closed the connection")
             if data:
                 transport.push(data)
-                self._take_deliveries()
+        self._take_deliveries()
         transport.tick(time.monotonic())  # heartbeats out, and the broker's idle timeout checked
         self._write()
         self._check()
 
     def _take_deliveries(self) -> None:
-        """Every complete delivery at the head of the receiver, in order, on raw C pointers (no wrappers)."""
+        """The deliveries at the head of the receiver, in order, on raw C pointers (no wrappers).
+
+        A message larger than a frame arrives in several transfers: what has come of it is taken
+        at once (so proton's buffers never fill and stall the connection) and kept here until the
+        last transfer; past max_message_size its bytes are dropped and the whole message refused.
+        """
         link = self._receiver._impl
         deliver = self._deliver
+        parts = self._parts
         while True:
             delivery = pn_link_current(link)
-            if isnull(delivery) or pn_delivery_partial(delivery) or not pn_delivery_readable(delivery):
+            if isnull(delivery) or not pn_delivery_readable(delivery):
                 return
-            status, data = pn_link_recv(link, pn_delivery_pending(delivery))
+            pending = pn_delivery_pending(delivery)
+            if pending > 0:
+                status, data = pn_link_recv(link, pending)
+                if status < 0 and status != PN_EOS:
+                    raise ConnectionError(f"proton could not read a delivery (error {status})")
+                if data:
+                    self._size += len(data)
+                    if self._size <= self._max_size:
+                        parts.append(bytes(data))
+            if pn_delivery_partial(delivery):
+                return  # the rest of it comes in later transfers
             pn_link_advance(link)
-            if status < 0:
-                raise ConnectionError(f"proton could not read a delivery (error {status})")
             if pn_delivery_settled(delivery):  # settled by the broker already: sent at most once
                 raise RefusedWithHint(
                     f"the broker sends address {self.binding.address!r} pre-settled (at most once: a lost "
@@ -201,16 +220,24 @@ class Amqp10Session:
                 )
             self._tag += 1
             self._unsettled[self._tag] = delivery
-            if deliver is not None:
-                deliver(self._delivery(bytes(data)))
+            size, whole = self._size, b"".join(parts) if len(parts) != 1 else parts[0]
+            parts.clear()
+            self._size = 0
+            if deliver is None:
+                continue
+            if size > self._max_size:
+                deliver(Delivery(b"", tag=self._tag, refuse=f"{size} bytes, over max_message_size "
+                                 f"({self._max_size})"))  # fmt: skip
+            else:
+                deliver(self._delivery(whole))
 
     def _delivery(self, data: bytes) -> Delivery:
-        """What the formats read, from the AMQP 1.0 message (RabbitMQ's 0-9-1 mapping where it applies)."""
-        decoded = decode_message(self._message, data)
-        if isinstance(decoded, int):  # written with a marker and settled like any other: never a redelivery loop
-            return Delivery(data, tag=self._tag, error=f"not an AMQP 1.0 message (qpid-proton decode error {decoded})")
-        properties, exchange, routing_key, redelivered, body = decoded
-        return Delivery(body, exchange, routing_key, redelivered, self._tag, properties)
+        """What the formats read, from the AMQP 1.0 message (RabbitMQ's 0-9-1 mapping where it applies).
+
+        One that cannot be read whole is written with a marker and settled like any other: never a
+        redelivery loop."""
+        properties, exchange, routing_key, redelivered, body, why = decode_message(self._message, data)
+        return Delivery(body, exchange, routing_key, redelivered, self._tag, properties, why)
 
     def _write(self) -> None:
         transport = self._transport

@@ -291,9 +291,12 @@ class BindingWorker:
     def _on_delivery(self, delivery: Delivery) -> None:
         """A session's delivery callback: format and hold the line; no I/O here (the hot path)."""
         self.stats.received += 1
+        if delivery.refuse is not None:
+            self._refuse(delivery, delivery.refuse)
+            return
         if delivery.error is not None:
             self._log.warning("properties_undecodable", reason=delivery.error, delivery_tag=delivery.tag)
-            delivery.properties = {"bridged_error": delivery.error}
+            delivery.properties = {**delivery.properties, "bridged_error": delivery.error}
         if delivery.redelivered:
             self.stats.redelivered += 1
             if self._max_redeliveries is not None and self._set_aside(delivery):
@@ -340,6 +343,13 @@ class BindingWorker:
         self.stats.format_failures += 1
         self._log.warning("format_failed", reason=type(exc).__name__, format=fmt[:40])
         return safe_line(delivery, exc, fmt, self.binding.name)
+
+    def _refuse(self, delivery: Delivery, why: str) -> None:
+        """Reject a delivery that cannot be taken (the broker dead-letters it): never written, never a loop."""
+        if self._session is not None:
+            self._session.reject(delivery.tag)
+        self.stats.dead_lettered += 1
+        self._log.error("message_dead_lettered", reason=why, routing_key=delivery.routing_key)
 
     def _set_aside(self, delivery: Delivery) -> bool:
         """Reject (no requeue: to the dead-letter exchange) a message redelivered too often."""

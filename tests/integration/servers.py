@@ -185,7 +185,8 @@ class ProtonPeer:
     (then it sends them settled: at most once, which bridged must refuse).
     """
 
-    def __init__(self, count: int, presettled: bool = False) -> None:
+    def __init__(self, count: int, presettled: bool = False, first: bytes | None = None) -> None:
+        """*first*: the raw bytes of one delivery sent before the others (a hostile one)."""
         from proton import Delivery, Message
         from proton.handlers import MessagingHandler
         from proton.reactor import Container
@@ -213,6 +214,11 @@ class ProtonPeer:
 
             def on_sendable(self, event: object) -> None:
                 sender = event.sender  # type: ignore[attr-defined]
+                if first is not None and self.sent == 0 and sender.credit and not getattr(self, "first_sent", False):
+                    delivery = sender.delivery(b"first")
+                    sender.stream(first)
+                    sender.advance()
+                    self.first_sent = True
                 while sender.credit and self.sent < count:
                     delivery = sender.send(Message(body=f"m-{self.sent:06d}".encode(), subject="peer.key"))
                     if presettled:
@@ -221,7 +227,9 @@ class ProtonPeer:
 
             def on_settled(self, event: object) -> None:
                 state = event.delivery.remote_state  # type: ignore[attr-defined]
-                peer.outcomes.append("accepted" if state == Delivery.ACCEPTED else str(state))
+                names = {Delivery.ACCEPTED: "accepted", Delivery.REJECTED: "rejected", Delivery.RELEASED: "released",
+                         Delivery.MODIFIED: "modified"}  # fmt: skip
+                peer.outcomes.append(names.get(state, str(state)))
                 event.delivery.settle()  # type: ignore[attr-defined]
 
         self._container = Container(Handler())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -50,8 +51,6 @@ def test_reads_what_a_0_9_1_publisher_routed(broker, uid, tmp_path, start_bridge
     for i in range(300):
         broker.publish(exchange, "notifications.info", f'{{"n": {i}, "password": "s3cret"}}', message_id=f"id-{i}")
     lines = wait_until(lambda: len(read_lines(out)) >= 300 and read_lines(out), 30, "300 lines")
-    import json
-
     records = [json.loads(line) for line in lines]
     assert [r["body"]["n"] for r in records] == list(range(300))
     assert {r["routing_key"] for r in records} == {"notifications.info"}
@@ -157,3 +156,87 @@ def test_check_connect_attaches_without_taking(broker, uid, tmp_path, amqp10_bro
         assert expected in result.stdout + result.stderr
         assert "Wr0ngPass" not in result.stdout + result.stderr
     assert queue_counts(queue) == (1, 0)  # the probe took nothing
+
+
+@pytest.mark.parametrize("size", [16 * 1024, 256 * 1024, 1024 * 1024, 16 * 1024 * 1024])
+def test_messages_larger_than_a_frame_are_assembled(broker, uid, tmp_path, start_bridged, amqp10_broker, size):
+    """16 KiB to 16 MiB from a 0-9-1 publisher, read over AMQP 1.0 in many transfers: every one written whole."""
+    queue, out = f"bridged.test.{uid}", tmp_path / "out.log"
+    broker.channel.queue_declare(queue, durable=True, auto_delete=False)
+    broker.queues.add(queue)
+    count = 3
+    for i in range(count):
+        broker.publish("", queue, f"m{i}:".encode() + b"x" * (size - 3))
+    bridged = start_bridged(config(amqp10_broker, f"/amq/queue/{queue}", out))
+    wait_until(lambda: len(read_lines(out)) >= count, 120, f"{count} messages of {size} bytes")
+    assert [len(line) for line in read_lines(out)] == [size] * count
+    wait_until(lambda: queue_counts(queue) == (0, 0), 30, "every delivery settled")
+    assert bridged.count("binding_failed") == 0 and bridged.count("reconnect_scheduled") == 0
+
+
+def _sections(*parts: bytes) -> bytes:
+    return b"".join(parts)
+
+
+def _section(code: int, value: bytes) -> bytes:
+    return b"\x00\x53" + bytes([code]) + value
+
+
+def _str8(raw: bytes) -> bytes:
+    return b"\xa1" + bytes([len(raw)]) + raw
+
+
+def _bin8(raw: bytes) -> bytes:
+    return b"\xa0" + bytes([len(raw)]) + raw
+
+
+def _list8(*items: bytes) -> bytes:
+    body = b"".join(items)
+    return b"\xc0" + bytes([len(body) + 1, len(items)]) + body
+
+
+def _map8(*pairs: tuple[bytes, bytes]) -> bytes:
+    body = b"".join(k + v for k, v in pairs)
+    return b"\xc1" + bytes([len(body) + 1, 2 * len(pairs)]) + body
+
+
+HOSTILE = {  # legal AMQP 1.0 that proton cannot make Python values of, and bytes that are no message
+    "subject not UTF-8": _sections(_section(0x73, _list8(b"\x40", b"\x40", b"\x40", _str8(b"\xff\xfe"))),
+                                   _section(0x75, _bin8(b"odd subject"))),
+    "string body not UTF-8": _section(0x77, _str8(b"odd \xff body")),
+    "property not UTF-8": _sections(_section(0x74, _map8((_str8(b"k"), _str8(b"\xff")))), _section(0x75, _bin8(b"p"))),
+    "map key that is a list": _sections(_section(0x74, _map8((_list8(b"\x40"), _str8(b"v")))),
+                                        _section(0x75, _bin8(b"list key"))),
+    "map key that is a map": _sections(_section(0x74, _map8((_map8(), _str8(b"v")))),
+                                       _section(0x75, _bin8(b"map key"))),
+    "garbage bytes": b"\xff\xfe this is no AMQP message",
+    "huge message": _section(0x75, b"\xb0" + (32 * 1024 * 1024).to_bytes(4, "big") + b"h" * (32 * 1024 * 1024)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_peer_cannot_wedge_the_binding(tmp_path, start_bridged, case):
+    """One odd delivery, then 20 ordinary ones: every ordinary one written, the odd one marked or refused,
+    no traceback, no binding_failed, no reconnect."""
+    peer = ProtonPeer(count=20, first=HOSTILE[case])
+    try:
+        out = tmp_path / "peer.log"
+        cfg = config(f"amqp10://127.0.0.1:{peer.port}", "orders", out, format="json")
+        cfg["broker"]["max_message_size"] = 16 * 1024 * 1024  # the huge one is past it
+        bridged = start_bridged(cfg)
+        wait_until(lambda: len(peer.outcomes) >= 21, 60, "21 outcomes at the peer")
+        records = [json.loads(line) for line in read_lines(out)]
+        ordinary = [r["body"] for r in records if r.get("body", "").startswith("m-")]
+        assert ordinary == [f"m-{i:06d}" for i in range(20)]
+        odd = [r for r in records if not str(r.get("body", "")).startswith("m-")]
+        if case == "huge message":
+            assert not odd and bridged.count("message_dead_lettered") == 1
+            assert peer.outcomes.count("rejected") == 1
+        else:
+            assert len(odd) == 1 and "bridged_error" in odd[0]["properties"], odd
+            assert set(peer.outcomes) == {"accepted"}
+        text = bridged.stderr_path.read_text()
+        assert "Traceback" not in text and bridged.count("binding_failed") == 0
+        assert bridged.count("reconnect_scheduled") == 0 and bridged.count("broker_refused") == 0
+    finally:
+        peer.close()

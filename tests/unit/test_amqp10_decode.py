@@ -46,3 +46,39 @@ def test_bytes_that_are_no_amqp_message_do_not_stop_the_binding():
     (which would reconnect and meet the same delivery forever). A decode error proton does report is marked."""
     delivery = engine()._delivery(b"\xff\xfe not an AMQP message")
     assert make_formatter("json", "b")(delivery).startswith(b'{"binding":"b"')
+
+
+def _str8(raw: bytes) -> bytes:
+    return b"\xa1" + bytes([len(raw)]) + raw
+
+
+def _section(code: int, value: bytes) -> bytes:
+    return b"\x00\x53" + bytes([code]) + value
+
+
+@pytest.mark.parametrize(
+    ("data", "routing_key", "body", "why"),
+    [
+        (_section(0x73, b"\xc0" + bytes([len(_str8(b"\xff")) + 4, 4]) + b"\x40\x40\x40" + _str8(b"\xff"))
+         + _section(0x75, b"\xa0\x01b"), "\\xff", b"b", "a string that is not UTF-8"),
+        (_section(0x77, _str8(b"a\xffb")), "", b"a\xffb", "a string that is not UTF-8"),
+        (_section(0x74, b"\xc1\x07\x02\xc0\x01\x00" + _str8(b"v")) + _section(0x75, b"\xa0\x01k"), "", b"k",
+         "a map key that is a list or a map"),
+        (b"\xff garbage", "", b"\xff garbage", "not an AMQP 1.0 message"),
+        (_section(0x75, b"\xa0\x10only three"), "", None, "truncated"),
+    ],
+)  # fmt: skip
+def test_content_proton_refuses_is_read_leniently_and_marked(data, routing_key, body, why):
+    """Text that is not UTF-8, a list as a map key, garbage, a truncated section: a Delivery, marked, no exception."""
+    delivery = engine()._delivery(data)
+    assert why in (delivery.error or "")
+    assert delivery.routing_key == routing_key
+    assert delivery.body == (data if body is None else body)  # as it came, when nothing could be read
+
+
+def test_text_that_py_amqp_reads_is_read_the_same_and_not_marked():
+    """A lone surrogate (as py-amqp decodes AMQP 0-9-1 text, surrogatepass): the same routing key, no marker."""
+    subject = "key.\ud800".encode("utf-8", "surrogatepass")
+    data = _section(0x73, b"\xc0" + bytes([len(_str8(subject)) + 4, 4]) + b"\x40\x40\x40" + _str8(subject))
+    delivery = engine()._delivery(data + _section(0x75, b"\xa0\x01x"))
+    assert delivery.error is None and delivery.routing_key == "key.\ud800"
