@@ -25,7 +25,9 @@ from bridged.filters import field_names, valid_field
 from bridged.formats import FORMAT_NAMES, TemplateError, compile_template
 from bridged.redact import DEFAULT_REDACT_KEYS
 from bridged.secrets import mask_broker_url, mask_url
-from bridged.sinks import SinkConfig, parse_sink
+from bridged.sinks import FileSinkConfig, SinkConfig, parse_sink
+from bridged.sinks.beneath import NAME_MAX
+from bridged.sinks.paths import longest_name
 
 EXCHANGE_TYPES = ("fanout", "direct", "topic")
 EXCHANGE_DECLARE = ("passive", "create")
@@ -566,6 +568,12 @@ def _redact(value: Any, where: str) -> tuple[str, ...] | None:
 def warnings(config: Config) -> list[str]:
     """Valid but risky settings, one line each (printed by --check, logged at start)."""
     found = []
+    for name, sink in config.sinks.items():
+        if isinstance(sink, FileSinkConfig) and sink.templated and (longest := longest_name(sink.path)) > NAME_MAX:
+            found.append(
+                f"sinks.{name}.path: a file name it builds can reach {longest} bytes (Linux allows "
+                f"{NAME_MAX}): longer ones are shortened to their start, a hash and their extension"
+            )
     for binding in config.bindings.values():
         for source in binding.sources:
             if source.exchange not in OPENSTACK_EXCHANGES or source.exchange_type != "topic":

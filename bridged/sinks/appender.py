@@ -12,16 +12,13 @@ whole batch given again (taken 0): duplicates are possible, loss is not.
 from __future__ import annotations
 
 import os
-import stat
 import threading
 import time
 from collections.abc import Sequence
 
 from bridged.sinks.base import LineMeta, LineWriter, SinkError, probe_path, reason
+from bridged.sinks.beneath import Beneath, make_directories, open_append
 
-# New log files: owner writes, group (e.g. adm) reads, others nothing.
-FILE_MODE = 0o640
-DIR_MODE = 0o750
 # How long lines keep going to a log file renamed under us (no new file, no HUP)
 # before the path is created again.
 RENAMED_FILE_GRACE = 2.0
@@ -32,10 +29,12 @@ class FileSink:
 
     wants_meta = False
 
-    def __init__(self, name: str, path: str, fsync: bool = False) -> None:
+    def __init__(self, name: str, path: str, fsync: bool = False, beneath: Beneath | None = None) -> None:
+        """*beneath*: the base directory *path* lies under (a path template's): no link below it is followed."""
         self.name = name
         self.path = path
         self.fsync = fsync
+        self._beneath = beneath
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
@@ -81,8 +80,8 @@ class FileSink:
         """The open descriptor, reopened when asked or when the path now names another file."""
         if self._fd is not None and not self._reopen_requested:
             try:
-                info = os.stat(self.path)
-            except FileNotFoundError:
+                info = os.stat(self.path, follow_symlinks=False)  # a link swapped in is another file
+            except (FileNotFoundError, NotADirectoryError):
                 info = None
             if info is not None and (info.st_dev, info.st_ino) == self._identity:
                 return self._fd
@@ -99,8 +98,11 @@ class FileSink:
         self._reopen_requested = False
         self._missing_since = None
         directory = os.path.dirname(self.path) or "."
-        created = _make_directories(directory)
-        fd = _open_for_append(self.path)
+        if self._beneath is not None:
+            fd, created = self._beneath.open_append(os.path.relpath(self.path, self._beneath.base))
+        else:
+            created = make_directories(directory)
+            fd = open_append(self.path)
         info = os.fstat(fd)
         self._fd, self._identity = fd, (info.st_dev, info.st_ino)
         self._writer.opened(fd)
@@ -133,37 +135,6 @@ class FileSink:
     def close(self) -> None:
         with self._lock:
             self._close_fd()
-
-
-def _open_for_append(path: str) -> int:
-    """Open *path* to append (created if missing); a regular file readable too where allowed, so the writer
-    can check its last byte and cut back a half-written line (LineWriter.opened, _cut_back). Anything else
-    (a FIFO, a device) is opened write-only, as a writer would: reading a FIFO would take its lines."""
-    flags = os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-    try:
-        regular = stat.S_ISREG(os.stat(path).st_mode)
-    except FileNotFoundError:
-        regular = True  # created by this open
-    if regular:
-        try:
-            return os.open(path, os.O_RDWR | flags, FILE_MODE)
-        except PermissionError:
-            pass  # a file we may write but not read
-    return os.open(path, os.O_WRONLY | flags, FILE_MODE)
-
-
-def _make_directories(directory: str) -> list[str]:
-    """Create *directory* and its missing parents (DIR_MODE); the ones created, deepest first."""
-    missing = []
-    while directory and not os.path.isdir(directory):
-        missing.append(directory)
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            break
-        directory = parent
-    if missing:
-        os.makedirs(missing[0], mode=DIR_MODE, exist_ok=True)
-    return missing
 
 
 def _sync_directory(directory: str) -> None:

@@ -163,6 +163,8 @@ def _cut_back(fd: int, part: bytes) -> bool:
 
 def probe_path(path: str) -> str | None:
     """Why this user could not append to (or create, with its directories) a file at *path*; None if it could."""
+    if os.path.islink(path):
+        return f"{path} is a symbolic link (bridged never follows one)"
     if os.path.exists(path):
         if not os.path.isfile(path):
             return f"{path} is not a regular file"

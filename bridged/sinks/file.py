@@ -22,6 +22,7 @@ class FileSinkConfig(SinkConfig):
     path: str = ""
     max_open_files: int = DEFAULT_MAX_OPEN_FILES  # a path with {fields}: files open at once
     fsync: bool = False  # a batch is on disk (fdatasync) before it is acked, not only in the OS
+    fallback_path: str | None = None  # a path with {fields}: where lines go whose own path cannot hold a file
 
     @property
     def templated(self) -> bool:
@@ -45,12 +46,22 @@ def parse_config(name: str, section: ck.Section) -> FileSinkConfig:
     if "{" not in path:
         return FileSinkConfig(name, "file", path=path, fsync=fsync)
     max_open = section.get("max_open_files", ck.integer(1, 10_000), DEFAULT_MAX_OPEN_FILES)
-    return FileSinkConfig(name, "file", path=path, max_open_files=max_open, fsync=fsync)
+    fallback = section.get("fallback_path", _fallback_path, None)
+    return FileSinkConfig(name, "file", path=path, max_open_files=max_open, fsync=fsync, fallback_path=fallback)
+
+
+def _fallback_path(value: Any, where: str) -> str:
+    path = ck.name(value, where)
+    if "{" in path or "}" in path:
+        raise ck.ConfigError(where, "is one fixed file (no {fields}): the lines whose own path cannot hold a file")
+    return path
 
 
 def build(config: FileSinkConfig) -> Sink:
     if config.templated:
-        return PathTemplateSink(config.name, config.path, config.max_open_files, fsync=config.fsync)
+        return PathTemplateSink(
+            config.name, config.path, config.max_open_files, fsync=config.fsync, fallback_path=config.fallback_path
+        )
     return FileSink(config.name, config.path, fsync=config.fsync)
 
 

@@ -72,4 +72,46 @@ def test_more_paths_than_open_files_and_logrotate_lose_nothing(broker, start_bri
     assert sorted(seen) == list(range(count)), f"lost {count - len(set(seen))}, duplicated {len(seen) - len(set(seen))}"
     assert len(list(base.glob("*.log"))) == 40 and len(list(base.glob("*.log.1"))) >= 1
     fds = [os.readlink(f"/proc/{bridged.proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{bridged.proc.pid}/fd")]
-    assert sum(1 for target in fds if target.startswith(str(base))) <= 4
+    # at most 4 files open (beside them, the base directory: files are opened below it, never through a link)
+    assert sum(1 for target in fds if target.startswith(f"{base}/")) <= 4
+
+
+def test_links_planted_under_the_base_never_lead_outside_and_hold_nothing_up(broker, start_bridged, uid, tmp_path):
+    """A link as a file, a dangling one, a linked directory, one swapped in while bridged runs, and a 300-byte
+    name: nothing outside the base written or created; those lines go to the fallback; the others land."""
+    exchange, queue = f"test.paths.{uid}", f"bridged.test.{uid}"
+    broker.queues.add(queue)
+    broker.exchanges.add(exchange)
+    base, outside = tmp_path / "logs", tmp_path / "victim"
+    base.mkdir()
+    outside.mkdir()
+    (outside / "victim.txt").write_text("untouched\n")
+    (base / "nova").mkdir()
+    (base / "nova" / f"x-r-{exchange}.log").symlink_to(outside / "victim.txt")
+    (base / "glance").mkdir()
+    (base / "glance" / f"x-r-{exchange}.log").symlink_to(outside / "created.log")  # dangling
+    (base / "cinder").symlink_to(outside, target_is_directory=True)
+    sink = {"type": "file", "path": f"{base}/{{publisher_id}}/{{event_type}}-{{routing_key}}-{{exchange}}.log"}
+    binding = {"exchange": exchange, "queue": queue, "sink": "f", "format": "oslo"}
+    bridged = start_bridged(base_config({"f": sink}, {"b": binding}))
+    bridged.wait_event("consuming")
+    long_key = "k" * 64
+    sent = [("nova", "x"), ("glance", "x"), ("cinder", "x"), ("heat", "x"), ("neutron", "e" * 64)]
+    for n, (publisher, event_type) in enumerate(sent):
+        key = long_key if publisher == "neutron" else "r"
+        broker.publish(exchange, key, oslo(event_type, "INFO", publisher_id=publisher, n=n))
+    wait_until(lambda: queue_counts(queue) == (0, 0), 30, "every message written and acked")
+    heat = base / "heat" / f"x-r-{exchange}.log"
+    (base / "heat" / "planted-target.log").write_text("")
+    heat.unlink()
+    heat.symlink_to(outside / "victim.txt")  # swapped in while bridged runs
+    broker.publish(exchange, "r", oslo("x", "INFO", publisher_id="heat", n=len(sent)))
+    wait_until(lambda: queue_counts(queue) == (0, 0), 30, "the message after the swap written and acked")
+    time.sleep(0.5)
+    assert (outside / "victim.txt").read_text() == "untouched\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
+    unfiled = sorted(json.loads(line)["payload"]["n"] for line in (base / "_unfiled.log").read_text().splitlines())
+    assert unfiled == [0, 1, 2, len(sent)]
+    (long_name,) = [p for p in (base / "neutron").iterdir()]
+    assert len(long_name.name.encode()) <= 255 and long_name.name.endswith(".log")
+    assert bridged.count("path_unusable") == 4 and bridged.count("sink_failed") == 0

@@ -275,11 +275,12 @@ def test_a_closed_output_ends_the_worker_with_its_exit_code_and_settles_nothing(
 
 
 def test_an_undecodable_delivery_is_written_marked():
-    broken = Delivery(b"body", "nova", "k", False, 1, {"ignored": 1}, error="undecodable AMQP properties: x")
+    """The marker joins what could be read of the properties (py-amqp's undecodable ones: nothing)."""
+    broken = Delivery(b"body", "nova", "k", False, 1, {"read": 1}, error="undecodable AMQP properties: x")
     run = Run([[[broken], *[messages(2, 2)]]], format="json")
     run.worker.source.scripts[0].append(run.stop)  # type: ignore[attr-defined]
     run.run()
-    assert json.loads(run.a.lines[0])["properties"] == {"bridged_error": "undecodable AMQP properties: x"}
+    assert json.loads(run.a.lines[0])["properties"] == {"read": 1, "bridged_error": "undecodable AMQP properties: x"}
 
 
 @pytest.mark.parametrize("failures", [1, 3])
