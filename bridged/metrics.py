@@ -4,22 +4,22 @@ Metrics are collected when scraped, from each binding's BindingStats: the
 consumers count with plain integers and never touch prometheus_client, so
 the endpoint costs the hot path nothing. Only the configured address is
 served, on its own thread; it reads the supervisor's state and never
-changes it.
+changes it. bridged/httpserver.py serves it, with bounded connections:
+a flood of clients cannot take the bridge's threads or descriptors.
 """
 
 from __future__ import annotations
 
 import platform
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bridged import __version__
+from bridged.httpserver import HttpServer, Route
 from bridged.stats import BindingStats
 
 
@@ -133,62 +133,26 @@ class Probes(Protocol):
     def not_consuming(self) -> list[str]: ...
 
 
-class MetricsServer:
-    """A small threaded HTTP server on the configured address."""
+def _routes(registry: CollectorRegistry, probes: Probes) -> dict[str, Route]:
+    def probe(failing: list[str], what: str) -> tuple[int, bytes, str]:
+        if failing:
+            return 503, f"{what}: {', '.join(sorted(failing))}\n".encode(), TEXT
+        return 200, b"ok\n", TEXT
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, probes: Probes) -> None:
-        handler = _handler(registry, probes)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    return {
+        "/metrics": lambda: (200, generate_latest(registry), CONTENT_TYPE_LATEST),
+        "/healthz": lambda: probe(probes.wedged(), "wedged"),
+        "/readyz": lambda: probe(probes.not_consuming(), "not consuming"),
+    }
 
 
-def _handler(registry: CollectorRegistry, probes: Probes) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = f"bridged/{__version__}"
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._probe(probes.wedged(), "wedged")
-            elif path == "/readyz":
-                self._probe(probes.not_consuming(), "not consuming")
-            else:
-                self._send(404, b"not found: /metrics, /healthz, /readyz\n")
-
-        def _probe(self, failing: list[str], what: str) -> None:
-            if failing:
-                self._send(503, f"{what}: {', '.join(sorted(failing))}\n".encode())
-            else:
-                self._send(200, b"ok\n")
-
-        def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # a scrape every few seconds is not news
-
-    return Handler
+TEXT = "text/plain; charset=utf-8"
 
 
-def start_metrics(host: str, port: int, bindings: Callable[[], Iterable[BindingView]], probes: Probes) -> MetricsServer:
+def start_metrics(host: str, port: int, bindings: Callable[[], Iterable[BindingView]], probes: Probes) -> HttpServer:
     """Bind the endpoint (raises OSError if the address is taken) and serve it on its own thread."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BridgedCollector(bindings))
-    server = MetricsServer(host, port, registry, probes)
+    server = HttpServer(host, port, _routes(registry, probes), f"bridged/{__version__}")
     server.start()
     return server

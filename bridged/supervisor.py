@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from bridged.config import BindingConfig, Config, ConfigError, MetricsConfig, load_config
 from bridged.config import warnings as config_warnings
+from bridged.exitcodes import EXIT_OK
 from bridged.log import get_logger
 from bridged.log import reopen as reopen_log
 from bridged.sinks import Sink, build_sink
@@ -25,7 +26,7 @@ from bridged.sources import BindingWorker, build_worker
 from bridged.stats import BindingStats
 
 if TYPE_CHECKING:
-    from bridged.metrics import MetricsServer
+    from bridged.httpserver import HttpServer
 from bridged.systemd import Notifier
 
 # SIGTERM to exit: consumers flush and ack what they hold, then close.
@@ -35,8 +36,13 @@ STOP_DEADLINE = 10.0
 # much is wedged: the watchdog stops so systemd restarts us. WatchdogSec
 # raises it; it never goes below this floor.
 WEDGED_GRACE_FLOOR = 10.0
+# The first `stats` line comes this soon (or at stats_interval, if shorter):
+# someone watching a fresh start sees messages flow without waiting a minute.
+FIRST_STATS_AFTER = 10.0
 
-EXIT_OK = 0
+
+class StartError(Exception):
+    """Something the start cannot get past (an address in use): one line for the operator."""
 
 
 class Supervisor:
@@ -63,24 +69,41 @@ class Supervisor:
         self.notifier = notifier or Notifier()
         self._signals: list[int] = []
         self._stopping = False
+        self._stop_asked = False  # a stop signal arrived (it may wait behind a reload in progress)
         self._ready_sent = False
         self._last_status = ""
         self._exit_code = EXIT_OK
         self._health_failing = False
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._metrics_server: MetricsServer | None = None
+        self._metrics_server: HttpServer | None = None
+        self._prepared = False
         self._last_stats: dict[str, dict[str, int]] = {}
-        self._next_stats = time.monotonic() + config.metrics.stats_interval
+        self._next_stats = time.monotonic() + min(FIRST_STATS_AFTER, config.metrics.stats_interval)
         interval = self.notifier.watchdog_interval
         self._wedged_grace = max(WEDGED_GRACE_FLOOR, 2 * interval) if interval else WEDGED_GRACE_FLOOR
         self._log = get_logger()
         self._install_signals()  # from here on a SIGTERM is a graceful stop, even before run()
 
+    def prepare(self) -> None:
+        """What can still fail at start, done before READY (or --daemon's return): bind the metrics address.
+
+        Raises StartError with one line naming the key.
+        """
+        if self._prepared:
+            return
+        try:
+            self._start_metrics(self.config.metrics)
+        except OSError as exc:
+            listen = self.config.metrics.listen
+            address = f"{listen[0]}:{listen[1]}" if listen else "?"
+            raise StartError(f"metrics.listen {address}: {exc.strerror or exc}") from None
+        self._prepared = True
+
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or a binding gives up); returns the exit code."""
+        self.prepare()
         for warning in config_warnings(self.config):
             self._log.warning("config_warning", warning=warning)
-        self._start_metrics(self.config.metrics)  # first: a taken address fails the start, not later
         if self._given_sinks is not None:
             self.sinks = dict(self._given_sinks)
         else:
@@ -148,9 +171,12 @@ class Supervisor:
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._stopping and signum in (signal.SIGTERM, signal.SIGINT):
-            # Second stop signal: leave now. Unacked messages go back to the queue.
-            os._exit(128 + signum)
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            if self._stopping or self._stop_asked:
+                # Second stop signal (also while a reload still holds the first): leave now.
+                # Unacked messages go back to the queue.
+                os._exit(128 + signum)
+            self._stop_asked = True
         self._signals.append(signum)
         self._wake()
 
@@ -168,13 +194,17 @@ class Supervisor:
             except BlockingIOError:
                 pass
 
-    def _dispatch_signals(self) -> None:
-        while self._signals:
-            signum = self._signals.pop(0)
+    def _dispatch_signals(self, stop_only: bool = False) -> None:
+        """Act on the signals received; *stop_only*: only TERM/INT (inside a reload: a HUP waits for it to end)."""
+        for signum in list(self._signals):
             if signum == signal.SIGHUP:
+                if stop_only:
+                    continue
+                self._signals.remove(signum)
                 if not self._stopping:
                     self.reload()
             else:
+                self._signals.remove(signum)
                 self._log.info("stopping", signal=signal.Signals(signum).name)
                 self._stopping = True
 
@@ -271,6 +301,9 @@ class Supervisor:
         ]
         stopped = [self.consumers.pop(name) for name in to_stop]
         self._stop_consumers(stopped)
+        if self._stopping:  # a SIGTERM came during the reload: stop rather than start anything new
+            self._log.info("reload_interrupted", restarted_not=sorted(set(to_stop) & set(new.bindings)))
+            return
         kept_stats = {c.binding.name: c.stats for c in stopped}
         for name in changed_sinks:
             self.sinks.pop(name).close()
@@ -303,8 +336,7 @@ class Supervisor:
         deadline = time.monotonic() + STOP_DEADLINE
         for consumer in consumers:
             while not consumer.join(timeout=0.2):
-                if self._stopping:
-                    self._dispatch_signals()
+                self._dispatch_signals(stop_only=True)  # a SIGTERM during a reload's restart is seen at once
                 if time.monotonic() > deadline:
                     break
         return [c.binding.name for c in consumers if c.is_alive()]

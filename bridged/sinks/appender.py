@@ -28,6 +28,7 @@ class FileSink:
     """Appends lines to a file; follows renames and deletions by inode, reopens on HUP; syncs when asked."""
 
     wants_meta = False
+    progress = 0
 
     def __init__(self, name: str, path: str, fsync: bool = False, beneath: Beneath | None = None) -> None:
         """*beneath*: the base directory *path* lies under (a path template's): no link below it is followed."""
@@ -131,6 +132,9 @@ class FileSink:
 
     def reopen(self) -> None:
         self._reopen_requested = True
+
+    def abort(self) -> None:
+        pass  # a write to a file is one system call
 
     def close(self) -> None:
         with self._lock:

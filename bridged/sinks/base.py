@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -48,6 +49,9 @@ class SinkClosed(SinkError):
 class Sink(Protocol):
     name: str
     wants_meta: bool  # whether write() needs a LineMeta per line (costs a parse per message)
+    # Counts what a slow write has got done so far (RELP: frames answered): while it moves, a long write is
+    # slow, not stuck. Sinks whose writes are one system call leave it at 0.
+    progress: int
 
     def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None, batch: object = None) -> None:
         """Deliver every line or raise SinkError.
@@ -61,6 +65,12 @@ class Sink(Protocol):
 
     def reopen(self) -> None:
         """Reopen files on the next write (SIGHUP, logrotate)."""
+
+    def abort(self) -> None:
+        """Make a write in progress on another thread give up soon (stopping): it raises SinkError.
+
+        Safe from any thread, never blocks. A sink whose writes cannot hang (files) does nothing.
+        """
 
     def close(self) -> None:
         """Release descriptors and sockets."""
@@ -168,16 +178,28 @@ def probe_path(path: str) -> str | None:
     if os.path.exists(path):
         if not os.path.isfile(path):
             return f"{path} is not a regular file"
-        return None if os.access(path, os.W_OK) else f"{path} is not writable by this user"
+        try:  # tried for real (writes nothing): permissions, ACLs, a read-only mount all show
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC))
+        except OSError as exc:
+            return f"cannot write {path}: {exc.strerror or exc}"
+        return None
     return probe_directory(os.path.dirname(os.path.abspath(path)), f"cannot create {path}")
 
 
 def probe_directory(directory: str, doing: str = "cannot create files") -> str | None:
-    """Why files could not be created in *directory* (made with its parents if missing); None if they could."""
+    """Why files could not be created in *directory* (made with its parents if missing); None if they could.
+
+    Tried for real, not guessed from permissions: a file is created (and removed at once) in the first
+    directory of the path that exists, which is where the sink would create its own or its directories.
+    """
     while not os.path.exists(directory):  # the sinks create missing directories: the first existing one decides
         directory = os.path.dirname(directory)
     if not os.path.isdir(directory):
         return f"{doing}: {directory} is not a directory"
-    if not os.access(directory, os.W_OK | os.X_OK):
-        return f"{doing}: {directory} is not writable by this user"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".bridged-probe-", dir=directory)
+    except OSError as exc:
+        return f"{doing}: {directory}: {exc.strerror or exc}"
+    os.close(fd)
+    os.unlink(name)
     return None

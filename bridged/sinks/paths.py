@@ -94,6 +94,7 @@ class PathTemplateSink:
     """Appends each line to the file its message's fields name."""
 
     wants_meta = True
+    progress = 0
 
     def __init__(self, name: str, template: str, max_open_files: int, opener: Callable[..., FileSink] = FileSink,
                  fsync: bool = False, fallback_path: str | None = None) -> None:  # fmt: skip
@@ -233,6 +234,9 @@ class PathTemplateSink:
         with self._lock:
             for sink in self._files.values():
                 sink.reopen()
+
+    def abort(self) -> None:
+        pass  # writes to files are system calls
 
     def close(self) -> None:
         with self._lock:

@@ -141,6 +141,7 @@ class RelpSink:
         self._txnr = 0
         self._reconnect_requested = False
         self._log = get_logger(sink=config.name)
+        self.progress = 0  # frames answered so far, ever: a slow server that answers is no stuck one
 
     # -- the Sink protocol -------------------------------------------------------
 
@@ -175,7 +176,17 @@ class RelpSink:
     def reopen(self) -> None:
         self._reconnect_requested = True
 
+    def abort(self) -> None:
+        """A batch waiting on a slow server: shut the socket down under it (the write raises, nothing is acked)."""
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def close(self) -> None:
+        self.abort()  # a write in progress gives up at once, so the lock is free soon
         with self._lock:
             self._close_quietly()
 
@@ -323,6 +334,7 @@ class RelpSink:
                     raise _Progress(answered, sent, exc) from exc
                 in_flight.popleft()
                 answered += 1
+                self.progress += 1
         return answered, sent
 
     def _read_frames(self, deadline: float) -> list[tuple[int, bytes, bytes]]:

@@ -14,6 +14,7 @@ class StdoutSink:
     """Writes lines to file descriptor 1, unbuffered: a batch is out when write returns."""
 
     wants_meta = False
+    progress = 0
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -35,6 +36,9 @@ class StdoutSink:
 
     def reopen(self) -> None:
         pass
+
+    def abort(self) -> None:
+        pass  # a full pipe blocks the write; stopping then takes the second signal (as documented)
 
     def close(self) -> None:
         pass

@@ -48,6 +48,7 @@ class SyslogSink:
     """
 
     wants_meta = True
+    progress = 0
 
     def __init__(self, config: SyslogSinkConfig) -> None:
         self.name = config.name
@@ -121,7 +122,17 @@ class SyslogSink:
     def reopen(self) -> None:
         self._reconnect_requested = True
 
+    def abort(self) -> None:
+        """A send blocked on a slow server: shut the socket down under it (the writer gets an error)."""
+        sock = self._sock
+        if sock is not None and self._stream:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def close(self) -> None:
+        self.abort()
         with self._lock:
             self._close_socket()
 

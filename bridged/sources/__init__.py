@@ -14,7 +14,19 @@ from bridged.sinks import Sink
 from bridged.sources.session import Finding, Source
 from bridged.sources.worker import BindingWorker
 
-__all__ = ["BindingWorker", "Finding", "build_worker", "check_connect"]
+__all__ = ["BindingWorker", "Finding", "build_worker", "check_connect", "unavailable"]
+
+
+def unavailable(broker: BrokerConfig) -> str | None:
+    """Why the broker's protocol cannot be spoken here (an optional library missing or unfit), or None."""
+    if not broker.amqp10:
+        return None
+    try:
+        from bridged.sources import amqp10  # noqa: F401 - imports qpid-proton and checks it (protonio)
+    except ImportError as exc:
+        return (f"broker.url: amqp10:// needs qpid-proton: pip install 'bridged[amqp10]' "
+                f"({str(exc).splitlines()[0][:200]})")  # fmt: skip
+    return None
 
 
 def _source(binding: BindingConfig, broker: BrokerConfig) -> Source:

@@ -88,7 +88,11 @@ class Amqp091Source:
         return None
 
     def describe(self, exc: BaseException) -> str:
-        return describe_error(exc, self._passwords)
+        text = describe_error(exc, self._passwords)
+        if isinstance(exc, amqp_errors.AccessRefused) and "login" in text.lower():
+            text += (" (the user and password of broker.url, or broker.password / broker.password_file; "
+                     "rabbitmqctl list_users)")  # fmt: skip
+        return text
 
 
 class Amqp091Session:
@@ -285,6 +289,11 @@ class Amqp091Session:
 
     def reject(self, tag: int) -> None:
         self._channel.basic_reject(tag, requeue=False)
+
+    def keepalive(self) -> None:
+        """A heartbeat frame, from the keepalive thread during a long sink write (nothing is read meanwhile:
+        the broker's own heartbeats wait in the socket and count when the binding's thread reads again)."""
+        self._conn.send_heartbeat()
 
     def backlog(self) -> tuple[int, int] | None:
         """The queue's depth and consumers, by a passive declare on the side channel."""

@@ -293,6 +293,18 @@ class Amqp10Session:
     def backlog(self) -> tuple[int, int] | None:
         return None  # AMQP 1.0 has no passive declare to read a depth with
 
+    def keepalive(self) -> None:
+        """From the keepalive thread during a long sink write: take in what arrived (deliveries stay in the
+        engine until the binding's thread takes them), so the broker's idle timeout is met, and send ours."""
+        transport = self._transport
+        capacity = transport.capacity()
+        if capacity > 0 and self._poll.poll(0):
+            data = self._sock.recv(capacity)
+            if data:
+                transport.push(data)
+        transport.tick(time.monotonic())
+        self._write()
+
     def close(self, clean: bool) -> None:
         """Close the session (what is unsettled goes back to the broker) and the socket."""
         try:

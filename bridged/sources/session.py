@@ -56,6 +56,10 @@ class Session(Protocol):
     def backlog(self) -> tuple[int, int] | None:
         """The queue's (ready messages, consumers), or None where the protocol cannot tell."""
 
+    def keepalive(self) -> None:
+        """Send what keeps the connection alive (a heartbeat). Called from the worker's keepalive thread
+        while the binding's thread writes to its sinks and does not touch the session."""
+
     def close(self, clean: bool) -> None:
         """Close (clean: politely, waiting briefly for the broker); unsettled deliveries go back to the queue."""
 

@@ -27,6 +27,7 @@ from bridged.backoff import Backoff
 from bridged.compression import Uninflatable, compressed, inflate
 from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig
 from bridged.delivery import Delivery
+from bridged.exitcodes import EXIT_GAVE_UP, EXIT_OUTPUT_CLOSED
 from bridged.filters import compile_filter
 from bridged.formats import LineMeta, make_formatter, marked_line, notification_meta, safe_line
 from bridged.log import get_logger
@@ -47,9 +48,6 @@ STABLE_SESSION = 1.0
 # accepts again: a refused TCP connect costs the broker nothing (and RabbitMQ logs nothing for one
 # closed before the AMQP handshake).
 PORT_WATCH = 0.25
-
-EXIT_GAVE_UP = 3  # a binding reached reconnect.max_attempts
-EXIT_OUTPUT_CLOSED = 4  # stdout was closed by its reader (`bridged ... | head`)
 
 
 class _OutputClosed(Exception):
@@ -128,6 +126,14 @@ class BindingWorker:
         self._batch = self._new_batch()
         self._session: Session | None = None
         self._session_opened = 0.0  # monotonic time the current (or last) session opened; 0.0: none
+        # While the binding's thread writes to its sinks, the keepalive thread sends the session's heartbeats
+        # (a slow sink must not cost the connection) and watches the sink's progress (slow is not stuck).
+        # The session belongs to whoever holds _session_lock: the binding's thread, except during writes.
+        self._session_lock = threading.Lock()
+        self._in_write = threading.Event()
+        self._writing: Sink | None = None
+        self._retired = False
+        self._keepalive = threading.Thread(target=self._keep_alive, name=f"keepalive-{binding.name}", daemon=True)
         self._max_redeliveries = binding.max_redeliveries
         self._redeliveries = RedeliveryCounter()
 
@@ -135,6 +141,7 @@ class BindingWorker:
 
     def start(self) -> None:
         self._thread.start()
+        self._keepalive.start()
 
     def stop(self) -> None:
         self.stop_requested.set()
@@ -193,7 +200,12 @@ class BindingWorker:
                 self._wait_for_port(urls[attempt % len(urls)], delay)
             else:
                 self.stop_requested.wait(delay)
+        self._retire()
         self._log.info("stopped")
+
+    def _retire(self) -> None:
+        self._retired = True
+        self._in_write.set()  # wakes the keepalive thread to end
 
     def _wait_for_port(self, url: str, delay: float) -> None:
         """Wait up to *delay* s for the next attempt, or until the broker's port, which refused us, accepts."""
@@ -253,6 +265,7 @@ class BindingWorker:
     def _end(self, exit_code: int) -> None:
         """This binding stops for good and asks the supervisor to stop bridged with *exit_code*."""
         self.ended = True
+        self._retire()
         if self._on_fatal is not None:
             self._on_fatal(self, exit_code)
 
@@ -264,6 +277,7 @@ class BindingWorker:
             return
         self._session = session
         self._session_opened = time.monotonic()
+        self._session_lock.acquire()
         clean = False
         try:
             self.attempted.set()  # subscribed, or waiting for a service: either way not a failed start
@@ -277,6 +291,7 @@ class BindingWorker:
             raise
         finally:
             self._session = None
+            self._session_lock.release()
             self._batch = self._new_batch()  # unwritten deliveries are redelivered by the broker after close
             session.close(clean)
 
@@ -475,7 +490,49 @@ class BindingWorker:
         self._batch = self._new_batch()
 
     def _write(self, batch: Batch) -> None:
-        """Every sink takes every line of *batch* it has not taken yet, or SinkError (what it took is counted)."""
+        """Every sink takes every line of *batch* it has not taken yet, or SinkError (what it took is counted).
+
+        Meanwhile the session is the keepalive thread's (heartbeats go on however slow the sinks are).
+        """
+        self._session_lock.release()
+        self._in_write.set()
+        try:
+            self._write_sinks(batch)
+        finally:
+            self._in_write.clear()
+            self._writing = None
+            self._session_lock.acquire()
+
+    def _keep_alive(self) -> None:
+        """The keepalive thread: idle until a write starts; then, each tick it lasts, a heartbeat, the wedge clock
+        moved on while the sink shows progress, and the write aborted once a stop is asked for."""
+        tick = self._tick
+        while True:
+            self._in_write.wait()
+            if self._retired:
+                return
+            progress, aborted = -1, False
+            while self._in_write.is_set() and not self._retired:
+                time.sleep(tick)
+                sink = self._writing
+                if sink is None or not self._in_write.is_set():
+                    break
+                if self._session_lock.acquire(blocking=False):
+                    try:
+                        if self._session is not None:
+                            self._session.keepalive()
+                    except Exception:  # noqa: BLE001, S110 - a dead connection: the binding's thread finds out
+                        pass
+                    finally:
+                        self._session_lock.release()
+                if sink.progress != progress:
+                    progress = sink.progress
+                    self.due_by = time.monotonic() + tick  # slow but answering: not wedged
+                if self.stop_requested.is_set() and not aborted:
+                    aborted = True
+                    sink.abort()  # stopping: the write gives up, the batch goes back to the queue
+
+    def _write_sinks(self, batch: Batch) -> None:
         all_lines = (batch.lines, *batch.extra)
         meta = batch.meta if self._wants_meta else None
         taken = batch.taken
@@ -484,6 +541,7 @@ class BindingWorker:
             lines = all_lines[self._sink_lines[index]]
             done = taken[index]
             if done < len(lines):
+                self._writing = sink
                 started = time.monotonic()
                 try:
                     if done:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -249,3 +250,129 @@ class ProtonPeer:
     def close(self) -> None:
         self._container.stop()
         self._thread.join(5)
+
+
+class SlowRelpServer:
+    """A RELP server that answers every frame correctly (`200 OK`), but only *rate* frames a second.
+
+    It takes the open and close commands as rsyslog does and keeps each syslog
+    message it answered in `received`. One connection at a time, on its own thread.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.received: list[bytes] = []
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self._listener.settimeout(0.2)
+        while not self._halt.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                self._session(conn)
+
+    def _session(self, conn: socket.socket) -> None:
+        buffer = b""
+        conn.settimeout(0.2)
+        while not self._halt.is_set():
+            while True:
+                header = re.match(rb"(\d+) (\w+) (\d+)", buffer)
+                if header is None:
+                    break
+                txnr, command, size, start = header[1], header[2], int(header[3]), header.end()
+                end = start + 1 + size if size else start
+                if len(buffer) <= end:
+                    break  # the rest of the frame has not come yet
+                data, buffer = buffer[start + 1 : end] if size else b"", buffer[end + 1 :]
+                if command == b"open":
+                    answer = b"200 OK\nrelp_version=0\nrelp_software=slow\ncommands=syslog"
+                elif command == b"close":
+                    conn.sendall(b"%s rsp 0\n" % txnr)
+                    return
+                else:
+                    time.sleep(1 / self.rate)
+                    self.received.append(data)
+                    answer = b"200 OK"
+                try:
+                    conn.sendall(b"%s rsp %d %s\n" % (txnr, len(answer), answer))
+                except OSError:
+                    return
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            buffer += chunk
+
+    def close(self) -> None:
+        self._halt.set()
+        self._listener.close()
+        self._thread.join(5)
+
+
+class Flood:
+    """*idle* clients that connect and send nothing, and *slow* ones sending a request a byte a second
+    (slowloris); any that is dropped connects again, as a patient attacker does."""
+
+    def __init__(self, port: int, idle: int, slow: int) -> None:
+        self.port = port
+        self.socks: list[socket.socket | None] = [None] * (idle + slow)
+        self.slow = range(idle, idle + slow)
+        self.reconnects = 0
+        self._halt = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _connect(self, index: int) -> None:
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+            sock.setblocking(False)
+            self.socks[index] = sock
+        except OSError:
+            self.socks[index] = None
+        self.reconnects += 1
+
+    def _run(self) -> None:
+        for index in range(len(self.socks)):
+            if self._halt:
+                return
+            self._connect(index)
+        while not self._halt:
+            for index, sock in enumerate(self.socks):
+                if self._halt:
+                    return
+                try:
+                    if sock is None:
+                        raise OSError
+                    if index in self.slow:
+                        sock.send(b"G")
+                    elif sock.recv(1, socket.MSG_PEEK) == b"":
+                        raise OSError
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    if sock is not None:
+                        sock.close()
+                    self._connect(index)
+            time.sleep(1.0)
+
+    def close(self) -> None:
+        self._halt = True
+        self._thread.join(10)
+        for sock in self.socks:
+            if sock is not None:
+                sock.close()

@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from tests.integration.conftest import (
     base_config,
     fanout_binding,
@@ -60,9 +62,12 @@ def test_sigterm_mid_stream_acks_exactly_what_was_written(broker, start_bridged,
     assert set(written) | set(remaining) == {f"m{i}" for i in range(total)}
 
 
-def test_second_sigterm_exits_at_once(broker, start_bridged, uid, tmp_path):
-    """A stop that hangs (a syslog server that never reads) is cut short by a second SIGTERM."""
+def test_a_stop_cuts_a_send_blocked_on_a_syslog_server_that_never_reads(broker, start_bridged, uid, tmp_path):
+    """SIGTERM while a send is blocked (a TCP syslog server that never reads): the send is aborted, bridged exits 0
+    within its stop deadline, and what the socket did not take goes back to the queue, nothing left unacked."""
     import socket as socket_module
+
+    from bridged.supervisor import STOP_DEADLINE
 
     server = socket_module.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
@@ -80,18 +85,43 @@ def test_second_sigterm_exits_at_once(broker, start_bridged, uid, tmp_path):
         big = b"x" * 60_000
         for _ in range(200):  # ~12 MB: far more than the socket buffers hold, so the send blocks
             broker.publish(exchange, "", big)
-        time.sleep(2)
+        wait_until(lambda: queue_counts(queue)[1] > 0, 30, "a batch in hand, its send blocked")
         bridged.signal(signal.SIGTERM)
-        bridged.wait_event("stopping")
-        time.sleep(0.5)
-        assert bridged.proc.poll() is None, "the first SIGTERM should wait for the blocked send"
-        bridged.signal(signal.SIGTERM)
-        assert bridged.proc.wait(5) == 128 + signal.SIGTERM
-        # What the kernel's socket buffers took counts as sent (and was acked); the rest is requeued.
+        assert bridged.proc.wait(STOP_DEADLINE + 5) == 0  # the sink's own timeout (60 s) is not waited for
         wait_until(lambda: queue_counts(queue)[1] == 0, 15, "no message left unacknowledged")
         assert queue_counts(queue)[0] > 0
     finally:
         server.close()
+
+
+def test_second_sigterm_exits_at_once_when_a_write_cannot_be_cut(broker, uid, tmp_path):
+    """stdout into a pipe nobody reads blocks a write that no abort can cut: the first SIGTERM waits for it, the
+    second exits at once (128+15), and what was not acked goes back to the queue."""
+    exchange, queue, binding = fanout_binding(broker, uid, sink="out")
+    config_path = tmp_path / "bridged.yaml"
+    config_path.write_text(json.dumps(base_config({"out": {"type": "stdout"}}, {"b": binding})))
+    stderr_path = tmp_path / "stderr"
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "bridged", "--config", str(config_path)],
+                                stdout=subprocess.PIPE, stderr=stderr)  # fmt: skip
+    try:
+        wait_until(lambda: "consuming" in stderr_path.read_text(), 60, "consuming")
+        for _ in range(20):  # 1.2 MB: far more than a pipe holds (64 KiB)
+            broker.publish(exchange, "", b"y" * 60_000)
+        wait_until(lambda: queue_counts(queue)[1] > 0, 30, "a batch in hand, its write blocked")
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: '"stopping"' in stderr_path.read_text(), 30, "stopping")
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(1)  # the write cannot finish while nobody reads the pipe
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 128 + signal.SIGTERM
+        wait_until(lambda: queue_counts(queue)[1] == 0, 15, "no message left unacknowledged")
+        assert queue_counts(queue)[0] > 0
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def test_a_partial_write_leaves_no_cut_line(broker, start_bridged, uid, tmp_path):

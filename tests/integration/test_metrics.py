@@ -210,3 +210,54 @@ def test_a_real_prometheus_scrapes_what_flows(broker, start_bridged, uid, tmp_pa
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _process_counts(pid: int) -> tuple[int, int]:
+    """(open descriptors, threads) of process *pid*."""
+    threads = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("Threads:"))
+    return len(os.listdir(f"/proc/{pid}/fd")), threads
+
+
+def test_a_flood_on_the_metrics_port_takes_nothing_from_the_bridge(broker, start_bridged, uid, tmp_path):
+    """2,000 idle and slowloris clients (reconnecting when dropped) while messages flow: every message written,
+    descriptors and threads bounded, /healthz answering every time (well within the server's request deadline;
+    bench/metrics_flood.py measures what the flood costs the throughput)."""
+    import resource
+
+    from bridged.httpserver import MAX_CONNECTIONS, REQUEST_TIMEOUT
+    from tests.integration.conftest import fanout_binding
+    from tests.integration.reliability import StreamPublisher
+    from tests.integration.servers import Flood
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))  # our 2,000 clients
+    port = free_port()
+    exchange, _, binding = fanout_binding(broker, uid, sink="f")
+    out = tmp_path / "out.log"
+    config = base_config({"f": {"type": "file", "path": str(out)}}, {"b": binding},
+                         metrics={"listen": f"127.0.0.1:{port}"})  # fmt: skip
+    bridged = start_bridged(config)
+    bridged.wait_event("consuming")
+    before = _process_counts(bridged.proc.pid)
+    flood = Flood(port, idle=1000, slow=1000)
+    publisher = StreamPublisher(exchange, "", 3000, prefix=uid, rate=300)
+    publisher.start()
+    try:
+        worst_health, counts = 0.0, []
+        while publisher.is_alive():
+            started = time.monotonic()
+            status, _ = get(f"http://127.0.0.1:{port}/healthz")
+            worst_health = max(worst_health, time.monotonic() - started)
+            assert status == 200
+            counts.append(_process_counts(bridged.proc.pid))
+            time.sleep(0.5)
+    finally:
+        publisher.join(60)
+        flood.close()
+    wait_until(lambda: set(publisher.confirmed) <= set(wait_lines(out, 0)), 60, "every message written")
+    most_fds, most_threads = max(c[0] for c in counts), max(c[1] for c in counts)
+    print(f"\nflood: {flood.reconnects} client connects; bridged's descriptors {before[0]} -> at most {most_fds}, "
+          f"threads {before[1]} -> at most {most_threads}; slowest /healthz {worst_health:.3f} s")  # fmt: skip
+    assert most_fds <= before[0] + MAX_CONNECTIONS + 2
+    assert most_threads <= before[1]
+    assert worst_health < REQUEST_TIMEOUT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bridged.supervisor import STOP_DEADLINE
 from tests.integration.conftest import base_config, queue_counts, tool, wait_until
 from tests.integration.reliability import StreamPublisher
-from tests.integration.servers import Rsyslog, needs_rsyslog
+from tests.integration.servers import Rsyslog, SlowRelpServer, needs_rsyslog
 
 # The sinks' timeout in these tests, and the reconnect ceiling of base_config: the
 # waits below are derived from them.
@@ -151,3 +153,71 @@ def test_relp_over_mutual_tls(broker, uid, start_bridged, tmp_path, certificates
         assert "CERTIFICATE_VERIFY_FAILED" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     finally:
         server.stop()
+
+
+def _slow_relp_config(uid: str, server_port: int, heartbeat: float) -> tuple[dict, str]:
+    exchange, queue = f"test.slowrelp.{uid}", f"bridged.test.{uid}"
+    sinks = {"relp": {"type": "relp", "address": f"tcp://127.0.0.1:{server_port}"}}
+    binding = {"exchange": exchange, "exchange_type": "fanout", "queue": queue, "sink": "relp"}
+    config = base_config(sinks, {"b": binding})
+    config["broker"]["heartbeat"] = heartbeat
+    return config, exchange
+
+
+@pytest.mark.slow
+def test_a_slow_relp_server_is_drained_at_its_pace_without_duplicates(broker, uid, start_bridged):
+    """A server answering 10 frames a second, 600 messages queued, heartbeat 10: drained at that pace, no
+    reconnect, no missed heartbeat at the broker, duplicates within one window, never reported wedged."""
+    server = SlowRelpServer(rate=10)
+    try:
+        config, exchange = _slow_relp_config(uid, server.port, heartbeat=10)
+        broker.declare_exchange(exchange, "fanout")
+        broker.queues.add(f"bridged.test.{uid}")
+        broker.channel.queue_declare(f"bridged.test.{uid}", durable=True, auto_delete=False)
+        broker.channel.queue_bind(f"bridged.test.{uid}", exchange, "")
+        count = 600
+        for i in range(count):
+            broker.publish(exchange, "", f"m-{i:06d}")
+        started = time.monotonic()
+        bridged = start_bridged(config)
+        wait_until(lambda: len(set(server.received)) >= count, 2 * count / server.rate + PUBLISH_SLACK,
+                   "every message at the slow server")  # fmt: skip
+        took = time.monotonic() - started
+        wait_until(lambda: queue_counts(f"bridged.test.{uid}") == (0, 0), 30, "every message acked")
+        duplicates = len(server.received) - len(set(server.received))
+        print(f"\nslow RELP server (10/s): {count} in {took:.0f} s, {duplicates} duplicates, "
+              f"{server.connections} connection(s)")  # fmt: skip
+        assert bridged.count("reconnect_scheduled") == 0 and bridged.count("bindings_wedged") == 0
+        assert server.connections == 1 and duplicates <= 128
+        log = next(p for p in Path("/var/log/rabbitmq").glob("rabbit@*.log") if "_upgrade" not in p.name)
+        assert f"bridged b@{socket.gethostname()}" not in "".join(
+            line for line in log.read_text(errors="replace").splitlines() if "missed heartbeats" in line
+        )
+    finally:
+        server.close()
+
+
+def test_sighup_then_sigterm_during_a_slow_relp_write_stops_within_the_deadline(broker, uid, start_bridged):
+    """A reload that restarts the binding while its RELP write crawls, then SIGTERM: exit 0 within the deadline."""
+    server = SlowRelpServer(rate=10)
+    try:
+        config, exchange = _slow_relp_config(uid, server.port, heartbeat=10)
+        broker.declare_exchange(exchange, "fanout")
+        broker.queues.add(f"bridged.test.{uid}")
+        bridged = start_bridged(config)
+        bridged.wait_event("consuming")
+        for i in range(300):
+            broker.publish(exchange, "", f"m-{i:06d}")
+        wait_until(lambda: len(server.received) >= 10, 30, "the slow write under way")
+        config["sinks"]["relp"]["timeout"] = 6  # the sink changes: the reload stops the binding and closes it
+        bridged.config_path.write_text(yaml.safe_dump(config))
+        bridged.signal(signal.SIGHUP)
+        time.sleep(0.2)
+        started = time.monotonic()
+        bridged.signal(signal.SIGTERM)
+        code = bridged.proc.wait(STOP_DEADLINE + 10)
+        took = time.monotonic() - started
+        print(f"\nSIGHUP then SIGTERM during a slow RELP write: exit {code} after {took:.1f} s")
+        assert code == 0 and took < STOP_DEADLINE
+    finally:
+        server.close()

@@ -28,9 +28,10 @@ from bridged.sources.worker import EXIT_OUTPUT_CLOSED, BindingWorker
 Journal = list[tuple[str, Any]]
 
 
-def config(**binding: Any) -> Config:
+def config(heartbeat: float = 30, **binding: Any) -> Config:
     """One binding writing to sinks a and b; batches of 3 that never come due by time (batch_delay 60 s)."""
     yaml = {
+        "broker": {"heartbeat": heartbeat},
         "reconnect": {"initial_delay": 0.001, "max_delay": 0.002},
         "sinks": {"a": {"type": "stdout"}, "b": {"type": "stdout"}},
         "bindings": {"nova": {"exchange": "nova", "sinks": ["a", "b"], "batch_size": 3, "batch_delay": 60,
@@ -43,6 +44,7 @@ class MemorySink:
     """Takes lines into the journal; fails the next *failures* writes (taking *taken* lines of the first)."""
 
     wants_meta = False
+    progress = 0
 
     def __init__(self, name: str, journal: Journal) -> None:
         self.name = name
@@ -68,6 +70,9 @@ class MemorySink:
         return None
 
     def reopen(self) -> None:
+        pass
+
+    def abort(self) -> None:
         pass
 
     def close(self) -> None:
@@ -112,6 +117,9 @@ class StubSession:
     def backlog(self) -> tuple[int, int] | None:
         return None
 
+    def keepalive(self) -> None:
+        self.journal.append(("keepalive", None))
+
     def close(self, clean: bool) -> None:
         self.journal.append(("close", clean))
 
@@ -150,9 +158,9 @@ def messages(first: int, count: int, redelivered: bool = False, **properties: An
 class Run:
     """A worker over stub sinks a and b and a stub source, run to its end in this thread."""
 
-    def __init__(self, scripts: list[list[Action]], **binding: Any) -> None:
+    def __init__(self, scripts: list[list[Action]], heartbeat: float = 30, **binding: Any) -> None:
         self.journal: Journal = []
-        cfg = config(**binding)
+        cfg = config(heartbeat, **binding)
         self.binding: BindingConfig = cfg.bindings["nova"]
         self.a, self.b = MemorySink("a", self.journal), MemorySink("b", self.journal)
         self.fatal: list[int] = []
@@ -309,3 +317,59 @@ def test_a_compressed_body_is_written_inflated_and_a_corrupt_one_marked():
     assert first["body"] == {"n": 1} and "headers" not in first["properties"]
     assert second["bridged_error"].startswith("corrupt zlib data") and second["body"] == "\\x00broken"
     assert ("settle", 3) in journal and run.worker.stats.format_failures == 1
+
+
+class SlowSink(MemorySink):
+    """Takes *seconds* over each write, answering as it goes (progress); gives up at once when aborted."""
+
+    def __init__(self, name: str, journal: Journal, seconds: float) -> None:
+        super().__init__(name, journal)
+        self.seconds = seconds
+        self.aborted = False
+
+    def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None, batch: object = None) -> None:
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            if self.aborted:
+                self.journal.append(("aborted", None))
+                raise SinkError("aborted")
+            self.progress += 1
+            time.sleep(0.01)
+        super().write(lines, meta, batch)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_a_slow_write_keeps_the_session_alive_and_is_not_wedged():
+    """A sink taking 10 heartbeat ticks: the session gets heartbeats meanwhile, and the binding is not wedged."""
+    run = Run([[messages(1, 3)]], heartbeat=0.4)  # ticks of 0.1 s
+    slow = SlowSink("a", run.journal, 1.0)
+    run.worker.sinks = (slow, run.b)
+    run.worker.source.scripts[0].append(run.stop)  # type: ignore[attr-defined]
+    wedged: list[bool] = []
+    grace = 0.3  # the wedge test's slack (the worker runs in this thread here: its due time is what counts)
+    watcher = threading.Thread(target=lambda: [wedged.append(time.monotonic() > run.worker.due_by + grace)
+                                               or time.sleep(0.05) for _ in range(15)])  # fmt: skip
+    run.worker._keepalive.start()
+    watcher.start()
+    journal = run.run()
+    watcher.join()
+    beats = [entry for entry in journal if entry[0] == "keepalive"]
+    assert len(beats) >= 5, journal
+    assert not any(wedged)
+    assert ("settle", 3) in journal and journal.index(("settle", 3)) > journal.index(beats[-1])
+
+
+def test_a_stop_during_a_slow_write_aborts_it_and_settles_nothing():
+    """SIGTERM while a sink answers slowly: the write gives up within a tick or two, the batch goes back."""
+    run = Run([[messages(1, 3)]], heartbeat=0.4)
+    slow = SlowSink("a", run.journal, 30.0)
+    run.worker.sinks = (slow, run.b)
+    run.worker._keepalive.start()
+    threading.Timer(0.3, run.stop).start()
+    started = time.monotonic()
+    journal = run.run()
+    assert time.monotonic() - started < 2.0
+    assert ("aborted", None) in journal and not [entry for entry in journal if entry[0] == "settle"]
+    assert journal[-1] == ("close", True)
