@@ -97,6 +97,11 @@ class Source:
     exchange_type: str
     routing_keys: tuple[str, ...]
     where: str  # the key path that declared it, for messages that name the key to change
+    keys_where: str = ""  # where the routing keys came from, when not <where>.routing_keys (tail's ROUTING_KEY)
+
+    def key_path(self, index: int) -> str:
+        """Where routing key *index* was given, for a message that names what to change."""
+        return self.keys_where or f"{self.where}.routing_keys[{index}]"
 
 
 @dataclass(frozen=True)
@@ -282,10 +287,14 @@ def _broker_url(value: Any, where: str) -> str:
 
 def _broker(section: ck.Section) -> BrokerConfig:
     urls = section.get("url", _url_list, ("amqp://guest:guest@127.0.0.1:5672//",))
-    # ${VAR:-} may leave it empty (etc/openstack.yaml): that means no password file.
+    # ${VAR:-} may leave either empty (etc/openstack.yaml): that means none.
     password_file = section.get("password_file", ck.string, None) or None
+    password = section.get("password", ck.string, None) or None
+    if password is not None and password_file is not None:
+        raise ConfigError(ck.join(section.path, "password"), "give password or password_file, not both")
     if password_file is not None:
         password = ck.read_secret(password_file, ck.join(section.path, "password_file"))
+    if password is not None:  # as it is, any character: it is encoded into each URL here
         urls = tuple(_with_password(url, password) for url in urls)
     broker = BrokerConfig(
         urls=urls,
@@ -581,14 +590,20 @@ def warnings(config: Config) -> list[str]:
             for i, key in enumerate(source.routing_keys):
                 if "notifications" not in key.split(".")[0]:
                     found.append(
-                        f"{source.where}.routing_keys[{i}]: {key!r} on OpenStack control exchange "
+                        f"{source.key_path(i)}: {key!r} on OpenStack control exchange "
                         f"{source.exchange!r} also copies RPC messages; bind notifications.* "
                         "(and versioned_notifications.* for nova) instead"
                     )
     return found
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 binding`, `2 bindings`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def describe(config: Config) -> str:
     """One line summarising a valid config, with passwords masked."""
     urls = ", ".join(mask_url(u) for u in config.broker.urls)
-    return f"{config.path}: OK ({len(config.bindings)} bindings, {len(config.sinks)} sinks, broker {urls})"
+    return (f"{config.path}: OK ({plural(len(config.bindings), 'binding')}, {plural(len(config.sinks), 'sink')}, "
+            f"broker {urls})")  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import stat
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -76,6 +77,18 @@ class StrictLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep)
 
+    def construct_huge_int(self, node: yaml.ScalarNode) -> int:
+        """An integer, even one longer than Python reads from text (4,300 digits): a number of the same sign and
+        size stands in for it, so the key's own check refuses it with the key path."""
+        text = str(self.construct_scalar(node)).replace("_", "")
+        digits = text.lstrip("+-")
+        if digits.isdigit() and len(digits) > sys.get_int_max_str_digits() > 0:
+            return int((-1 if text.startswith("-") else 1) * 10 ** (len(digits) - 1))
+        return int(super().construct_yaml_int(node))
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_huge_int)
+
 
 class Expanded(str):
     """A string that came from ${VAR} expansion: where a number or a boolean is expected, it is read as one."""
@@ -139,6 +152,13 @@ class Section:
                 raise ConfigError(join(self.path, key), f"unknown key{extra}; known keys: {choices}")
 
 
+def shown(value: Any) -> str:
+    """*value* as an error message quotes it: cut short, and a number too long to print named by its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 10_000:
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"  # str() would refuse (4,300 digits)
+    return short(repr(value))
+
+
 def short(text: str, limit: int = 60) -> str:
     """*text* cut for an error message (a 5,000-digit number is not worth repeating)."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
@@ -193,9 +213,9 @@ def integer(minimum: int, maximum: int | None = None) -> Callable[[Any, str], in
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(where, f"expected an integer, got {kind(value)}")
         if value < minimum:
-            raise ConfigError(where, f"must be at least {minimum}, got {short(str(value))}")
+            raise ConfigError(where, f"must be at least {minimum}, got {shown(value)}")
         if maximum is not None and value > maximum:
-            raise ConfigError(where, f"must be at most {maximum}, got {short(str(value))}")
+            raise ConfigError(where, f"must be at most {maximum}, got {shown(value)}")
         return value
 
     return check
@@ -204,7 +224,7 @@ def integer(minimum: int, maximum: int | None = None) -> Callable[[Any, str], in
 def choice(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
     def check(value: Any, where: str) -> str:
         if not isinstance(value, str) or value not in choices:
-            raise ConfigError(where, f"{short(repr(value))} is not one of {', '.join(choices)}")
+            raise ConfigError(where, f"{shown(value)} is not one of {', '.join(choices)}")
         return str(value)
 
     return check

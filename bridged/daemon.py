@@ -14,6 +14,7 @@ import fcntl
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from typing import TextIO
 
@@ -24,6 +25,7 @@ DAEMON_UMASK = 0o027
 READY_TOKEN = b"ready\n"
 # Like the logs: the owner writes, its group (e.g. adm) reads, others see nothing.
 PIDFILE_MODE = 0o640
+LOG_MODE = 0o640
 
 
 class PidfileError(Exception):
@@ -72,11 +74,25 @@ class Pidfile:
         self.fd = None
 
 
-def daemonize(pidfile: Pidfile | None, run: Callable[[Callable[[], None]], int]) -> int:
-    """Detach and call ``run(ready)`` in the daemon; returns the starter's exit code.
+# How the daemon tells its starter it could not start: b"error CODE MESSAGE\n" on the ready pipe.
+ERROR_TOKEN = b"error "
 
-    ``ready()`` must be called by the daemon once it runs: only then does the
-    starting process exit 0. If the daemon dies first, the starter exits 1.
+
+class Starter:
+    """What the process that serves tells whoever waits for it: ready, or why it cannot start."""
+
+    def __init__(self, ready: Callable[[], None], failed: Callable[[str, int], int]) -> None:
+        self.ready = ready
+        self.failed = failed
+
+
+def daemonize(pidfile: Pidfile | None, run: Callable[[Starter], int]) -> int:
+    """Detach and call ``run(starter)`` in the daemon; returns the starter's exit code.
+
+    The daemon calls ``starter.ready()`` once it runs: only then does the
+    starting process exit 0. ``starter.failed(message, code)`` sends one line
+    back, which the starting process prints (the daemon's stderr is gone)
+    before exiting with *code*. If the daemon dies first, the starter exits 1.
     """
     if pidfile is not None:
         pidfile.acquire()
@@ -87,10 +103,16 @@ def daemonize(pidfile: Pidfile | None, run: Callable[[Callable[[], None]], int])
         if pidfile is not None and pidfile.fd is not None:
             os.close(pidfile.fd)  # the daemon keeps the lock through its own copy
         answer = b""
-        while chunk := os.read(ready_read, 64):
+        while chunk := os.read(ready_read, 4096):
             answer += chunk
         os.waitpid(child, 0)
-        return 0 if answer.startswith(READY_TOKEN) else 1
+        if answer.startswith(READY_TOKEN):
+            return 0
+        if answer.startswith(ERROR_TOKEN):
+            told, _, message = answer[len(ERROR_TOKEN) :].partition(b" ")
+            print(f"bridged: {message.decode('utf-8', 'replace').strip()}", file=sys.stderr)
+            return int(told) if told.isdigit() else 1
+        return 1
     os.close(ready_read)
     preserve = [ready_write] + ([pidfile.fd] if pidfile is not None and pidfile.fd is not None else [])
     context = daemon.DaemonContext(
@@ -111,8 +133,13 @@ def daemonize(pidfile: Pidfile | None, run: Callable[[Callable[[], None]], int])
                 os.write(ready_write, READY_TOKEN)
                 os.close(ready_write)
 
+            def failed(message: str, exit_code: int) -> int:
+                os.write(ready_write, ERROR_TOKEN + f"{exit_code} {message}\n".encode("utf-8", "replace"))
+                os.close(ready_write)
+                return exit_code
+
             try:
-                code = run(ready)
+                code = run(Starter(ready, failed))
             finally:
                 if pidfile is not None:
                     pidfile.release()
@@ -129,7 +156,9 @@ class LogFile:
         self._file = self._open()
 
     def _open(self) -> TextIO:
-        return open(self.path, "a", buffering=1, encoding="utf-8")
+        # 0640, like the logs bridged writes (owner writes, its group reads), whatever the umask allows more
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, LOG_MODE)
+        return os.fdopen(fd, "a", buffering=1, encoding="utf-8")
 
     def write(self, text: str) -> int:
         return self._file.write(text)
@@ -154,15 +183,18 @@ def open_log_file(path: str) -> LogFile:
     return LogFile(path)
 
 
-def check_daemon_log(log_file: str | None) -> str | None:
-    """Why bridged's own log would be lost once detached, or None: checked before the fork."""
+def check_own_log(log_file: str | None, daemon: bool) -> str | None:
+    """Why bridged's own log could not be written (or, once detached, would be lost), or None.
+
+    Checked before the start (and before the fork), the same way in the foreground and with --daemon.
+    """
     if log_file:
         try:
             open_log_file(log_file)._file.close()
         except OSError as exc:
-            return f"cannot open --log-file {log_file}: {exc.strerror}"
+            return f"cannot open --log-file {log_file}: {exc.strerror or exc}"
         return None
-    if not os.path.exists(SyslogLogStream.ADDRESS):
+    if daemon and not os.path.exists(SyslogLogStream.ADDRESS):
         return f"--daemon needs --log-file: there is no {SyslogLogStream.ADDRESS} for bridged's own log"
     return None
 

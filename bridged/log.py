@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, Protocol
 
 import structlog
@@ -53,6 +54,26 @@ class _ToStructlog(logging.Handler):
 
 _stream: LogStream | None = None
 
+# What the console's `stats` line always shows per binding; other counters only when not zero.
+STATS_SHOWN = ("received", "acked", "backlog", "unacked")
+
+
+def readable_stats(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Console only: the `stats` line's per-binding counts as `name[key=value ...]`, not a Python dict.
+
+    JSON keeps every counter of every binding, always, for the machines that read it.
+    """
+    bindings = event.get("bindings")
+    if event.get("event") != "stats" or not isinstance(bindings, dict):
+        return event
+    parts = []
+    for binding, counts in bindings.items():
+        shown = [f"{key}={'-' if counts.get(key) is None else counts[key]}" for key in STATS_SHOWN]
+        shown += [f"{key}={value}" for key, value in counts.items() if key not in STATS_SHOWN and value]
+        parts.append(f"{binding}[{' '.join(shown)}]")
+    event["bindings"] = " ".join(parts)
+    return event
+
 
 def reopen() -> None:
     """SIGHUP: reopen bridged's own log file, if it is one (logrotate renamed it)."""
@@ -68,10 +89,9 @@ def configure(log_format: str = "auto", level: str = "info", stream: LogStream |
     _stream = stream
     if log_format == "auto":
         log_format = "console" if stream.isatty() else "json"
+    console = log_format == "console"
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty())
-        if log_format == "console"
-        else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=stream.isatty()) if console else structlog.processors.JSONRenderer()
     )
     numeric = getattr(logging, level.upper())
     structlog.configure(
@@ -80,6 +100,7 @@ def configure(log_format: str = "auto", level: str = "info", stream: LogStream |
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            *([readable_stats] if console else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -1,10 +1,11 @@
-"""Which RabbitMQ policy bounds a queue, read from the management API (for `--check --connect` only).
+"""Which RabbitMQ policy bounds a queue, and an exchange's type, read from the management API.
 
 Queues the services declare (queue_declare: passive) have no bound of
 bridged's making: while bridged is down they grow until a policy
 (max-length, max-length-bytes, message-ttl) stops them. AMQP cannot tell
 which policy applies to a queue; RabbitMQ's management API can, with the
-same user. Nothing here is needed to run the daemon.
+same user. `bridged tail` asks it an exchange's type, which AMQP cannot
+tell either. Nothing here is needed to run the daemon.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ class ManagementApi:
             raise ApiUnavailable(f"HTTP {exc.code} from {self.base}") from None
         except (OSError, ValueError) as exc:
             raise ApiUnavailable(f"{self.base} did not answer ({exc})") from None
+
+    def exchange_type(self, exchange: str) -> str | None:
+        """*exchange*'s type (`direct`, `topic`, ...), None if it does not exist; raises ApiUnavailable."""
+        declared = self._get(f"exchanges/{quote(self.vhost, safe='')}/{quote(exchange, safe='')}")
+        return str(declared.get("type")) if declared else None
 
     def bound(self, queue: str) -> Bound | None:
         """What bounds *queue* (declared yet or not), or None; raises ApiUnavailable."""

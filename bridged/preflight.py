@@ -19,7 +19,20 @@ from bridged.sources import Finding, check_connect
 
 def findings(config: Config) -> list[Finding]:
     """One finding per problem (the daemon would fail at it) or warning (it would wait); empty: all is ready."""
-    return [*check_connect(config), *_sink_problems(config)]
+    return [*check_connect(config), *_sink_problems(config), *_metrics_problems(config)]
+
+
+def _metrics_problems(config: Config) -> Iterator[Finding]:
+    """The metrics address must be free to bind now (the daemon binds it before it says it runs)."""
+    if config.metrics.listen is None:
+        return
+    host, port = config.metrics.listen
+    from bridged.httpserver import listen
+
+    try:
+        listen(host, port).close()
+    except OSError as exc:
+        yield Finding(f"metrics.listen: {host}:{port}: {exc.strerror or exc}")
 
 
 def _sink_problems(config: Config) -> Iterator[Finding]:

@@ -59,13 +59,19 @@ class BindingStats:
         self.queue_consumers: int | None = None
 
     def snapshot(self) -> dict[str, int]:
-        """The counts the `stats` log line compares from one minute to the next."""
+        """The counts the `stats` log line compares from one line to the next.
+
+        Read while the binding's thread counts on: what ends a message's
+        journey (acked, filtered, dead-lettered) is read before what begins it
+        (received), so a snapshot never shows more settled than received.
+        """
+        settled = (self.acked, self.filtered, self.dead_lettered)
         return {
             "received": self.received,
-            "acked": self.acked,
-            "filtered": self.filtered,
+            "acked": settled[0],
+            "filtered": settled[1],
             "redelivered": self.redelivered,
-            "dead_lettered": self.dead_lettered,
+            "dead_lettered": settled[2],
             "format_failures": self.format_failures,
             "sink_failures": sum(self.sink_failures.values()),
             "unconfirmed": sum(self.unconfirmed.values()),

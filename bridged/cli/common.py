@@ -8,10 +8,11 @@ import typing
 from dataclasses import dataclass
 
 from bridged.config import BrokerConfig, Config, ConfigError, ReconnectConfig, broker_from_url, load_config
+from bridged.exitcodes import EXIT_CONFIG as EXIT_CONFIG
+from bridged.exitcodes import EXIT_INTERNAL as EXIT_INTERNAL
+from bridged.exitcodes import EXIT_OK as EXIT_OK
+from bridged.exitcodes import EXIT_UNDELIVERED as EXIT_UNDELIVERED
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_CONFIG = 2
 # The tools' default broker: the same as a config file's (RabbitMQ's out-of-the-box guest user).
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672//"
 

@@ -16,8 +16,8 @@ from amqp import exceptions as amqp_errors
 from bridged.broker import CONNECTION_ERRORS, HOSTNAME, describe_error, first_connection, io_timeout, passwords_of
 from bridged.cli.common import (
     EXIT_CONFIG,
-    EXIT_INTERNAL,
     EXIT_OK,
+    EXIT_UNDELIVERED,
     Parser,
     UsageError,
     add_broker_options,
@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EXCHANGE",
         help="exchange to publish to ('' is the default exchange: the routing key names a queue)",
     )
-    parser.add_argument("routing_key", metavar="ROUTING_KEY")
+    parser.add_argument(
+        "routing_key", metavar="ROUTING_KEY", help="the routing key (with exchange '': the queue's name)"
+    )
     parser.add_argument(
         "body", metavar="BODY", nargs="?", help="the message body; without it, one message per line of stdin"
     )
@@ -124,7 +126,7 @@ def _publish(broker: BrokerConfig, exchange: str, routing_key: str, bodies: Iter
         conn, url = first_connection(broker, "publish")
     except CONNECTION_ERRORS as exc:
         return fail(f"cannot connect to {', '.join(mask_url(u) for u in broker.urls)}: "
-                    f"{describe_error(exc, passwords)}", EXIT_CONFIG if _refused(exc) else EXIT_INTERNAL)  # fmt: skip
+                    f"{describe_error(exc, passwords)}", EXIT_CONFIG)  # fmt: skip
     publisher: Publisher | None = None
     try:
         publisher = Publisher(conn, confirm_timeout=io_timeout(broker))
@@ -145,15 +147,11 @@ def _publish(broker: BrokerConfig, exchange: str, routing_key: str, bodies: Iter
     except PUBLISH_ERRORS as exc:
         if publisher is not None:
             print(summary(publisher.result), flush=True)
-        return fail(f"publishing stopped: {describe_error(exc, passwords)}", EXIT_INTERNAL)
+        return fail(f"publishing stopped: {describe_error(exc, passwords)}", EXIT_UNDELIVERED)
     finally:
         conn.collect()
     print(summary(result), flush=True)
-    return EXIT_OK if result.complete else EXIT_INTERNAL
-
-
-def _refused(exc: BaseException) -> bool:
-    return isinstance(exc, (amqp_errors.AccessRefused, amqp_errors.NotAllowed))
+    return EXIT_OK if result.complete else EXIT_UNDELIVERED
 
 
 def summary(result: PublishResult) -> str:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bridged import __version__
 from bridged.cli.common import EXIT_CONFIG, EXIT_INTERNAL, Parser, fail
-from bridged.config import Config, ConfigError, describe, load_config
+from bridged.config import Config, ConfigError, describe, load_config, plural
 from bridged.config import warnings as config_warnings
 from bridged.log import LOG_FORMATS, LOG_LEVELS, configure, get_logger
+
+if TYPE_CHECKING:
+    from bridged.daemon import Starter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,9 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="bridged's own log: console, json, or auto (console on a TTY)",
     )
     parser.add_argument(
-        "--health-file", metavar="PATH", help="touch PATH every second while no binding is wedged (docker HEALTHCHECK)"
+        "--health-file",
+        metavar="PATH",
+        help="touch PATH every second while no binding is wedged (for a liveness check that reads a file's age)",
     )
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="bridged's own log: debug adds each declaration and batch (default info)",
+    )
     parser.add_argument("--version", action="version", version=f"bridged {__version__}")
     parser.epilog = (
         "tools: bridged tail EXCHANGE [KEY ...] (watch what flows), bridged publish EXCHANGE KEY [BODY] "
@@ -67,28 +78,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("error: --connect goes with --check", EXIT_CONFIG)
     if args.check:
         return _check(config, args.connect)
+    from bridged.sources import unavailable
+
+    missing = unavailable(config.broker)
+    if missing is not None:
+        return fail(missing, EXIT_CONFIG)
     from bridged.daemon import (
         Pidfile,
         PidfileError,
-        check_daemon_log,
+        Starter,
+        check_own_log,
         daemonize,
         log_stream_for_daemon,
         open_log_file,
     )
 
+    problem = check_own_log(args.log_file, args.daemon)
+    if problem:
+        return fail(problem, EXIT_INTERNAL)
     pidfile = Pidfile(args.pidfile) if args.pidfile else None
     try:
         if args.daemon:
-            problem = check_daemon_log(args.log_file)
-            if problem:
-                return fail(problem, EXIT_CONFIG)
-            return daemonize(pidfile, lambda ready: _serve(config, args, log_stream_for_daemon(args.log_file), ready))
+            return daemonize(pidfile, lambda starter: _serve(config, args, log_stream_for_daemon(args.log_file),
+                                                              starter))  # fmt: skip
         if pidfile is not None:
             pidfile.acquire()
         log_stream = open_log_file(args.log_file) if args.log_file else None
         try:
             started = pidfile.write_pid if pidfile is not None else lambda: None
-            return _serve(config, args, log_stream, started)
+            return _serve(config, args, log_stream, Starter(started, fail))
         finally:
             if pidfile is not None:
                 pidfile.release()
@@ -100,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check(config: Config, connect: bool) -> int:
     """--check [--connect]: the summary line and warnings; with --connect, one line per problem, exit 2 if any."""
+    from bridged.sources import unavailable
+
+    missing = unavailable(config.broker)
+    if missing is not None:
+        return fail(f"{config.path}: {missing}", EXIT_CONFIG)
     for warning in config_warnings(config):
         print(f"bridged: warning: {warning}", file=sys.stderr)
     if not connect:
@@ -113,19 +136,24 @@ def _check(config: Config, connect: bool) -> int:
         print(f"bridged: {kind}{config.path}: {finding.text}", file=sys.stderr)
     if any(not finding.warning for finding in found):
         return EXIT_CONFIG
-    print(f"{describe(config)}; connected: {len(config.broker.urls)} broker URLs, {len(config.bindings)} bindings "
-          f"and {len(config.sinks)} sinks checked")  # fmt: skip
+    print(f"{describe(config)}; connected: {plural(len(config.broker.urls), 'broker URL')}, "
+          f"{plural(len(config.bindings), 'binding')} and {plural(len(config.sinks), 'sink')} checked")  # fmt: skip
     return 0
 
 
-def _serve(config: Config, args: argparse.Namespace, log_stream: object, ready: Callable[[], None]) -> int:
-    """Run the supervisor; *ready* is called once signals are handled (pidfile, daemon starter)."""
+def _serve(config: Config, args: argparse.Namespace, log_stream: object, starter: Starter) -> int:
+    """Run the supervisor; *starter* is told it runs once signals are handled and nothing can fail at start any
+    more (pidfile, daemon starter), or why it cannot start (one line)."""
     configure(args.log_format, args.log_level, log_stream)  # type: ignore[arg-type]
-    from bridged.supervisor import Supervisor  # after logging is configured
+    from bridged.supervisor import StartError, Supervisor  # after logging is configured
 
     try:
         supervisor = Supervisor(config, health_file=args.health_file)
-        ready()
+        try:
+            supervisor.prepare()
+        except StartError as exc:
+            return starter.failed(f"cannot start: {exc}", EXIT_INTERNAL)
+        starter.ready()
         return supervisor.run()
     except KeyboardInterrupt:
         return 130

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +55,9 @@ TAIL_PREFETCH = 100
 # loses the oldest messages rather than growing in the broker's memory.
 TAIL_QUEUE_MAX_LENGTH = 100_000
 DEFAULT_FORMAT = "json"
+# Every AMQP 0-9-1 broker has these, with these types (AMQP itself cannot tell an exchange's type).
+BUILT_IN_EXCHANGES = {"": "direct", "amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic",
+                      "amq.headers": "headers", "amq.match": "headers"}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,9 +121,11 @@ def main(argv: list[str]) -> int:
         binding = tail_binding(args, target)
     except UsageError as exc:
         return fail(str(exc), EXIT_CONFIG)
-    problem = _missing_exchange(target, binding)
+    problem, warnings = _check_exchanges(target, binding, keys_given=bool(args.routing_keys))
     if problem:
         return fail(problem, EXIT_CONFIG)
+    for warning in warnings:
+        print(f"bridged: warning: {warning}", file=sys.stderr)
     configure("console", args.log_level)
     from bridged.supervisor import Supervisor  # after logging is configured
 
@@ -137,27 +143,47 @@ def main(argv: list[str]) -> int:
     return supervisor.run()
 
 
-def _missing_exchange(target: Target, binding: BindingConfig) -> str | None:
-    """A refused login or an exchange that does not exist, found at once (a typo should not wait forever).
+def _check_exchanges(target: Target, binding: BindingConfig, keys_given: bool) -> tuple[str | None, list[str]]:
+    """(a problem, warnings): a refused login or a missing exchange is found at once (a typo should not wait
+    forever); a wildcard key on a direct exchange, which would show nothing, is warned about.
 
     A broker that cannot be reached is no such problem: tail then retries like the daemon.
     """
     try:
         conn, url = first_connection(target.broker, "tail")
     except REFUSED_ERRORS as exc:
-        return f"the broker refused the login: {describe_error(exc, passwords_of(target.broker))}"
+        return f"the broker refused the login: {describe_error(exc, passwords_of(target.broker))}", []
     except CONNECTION_ERRORS:
-        return None
+        return None, []
     try:
         missing = [s.exchange for s in binding.sources if not exchange_exists(conn, s.exchange)]
     except CONNECTION_ERRORS:
-        return None
+        return None, []
     finally:
         conn.collect()
     if missing:
         names = ", ".join(repr(name) for name in missing)
-        return f"exchange {names} does not exist on {mask_url(url)} (tail never creates one)"
-    return None
+        return f"exchange {names} does not exist on {mask_url(url)} (tail never creates one)", []
+    warnings = []
+    for source in binding.sources:
+        patterns = [key for key in source.routing_keys if "#" in key or "*" in key]
+        if source.keys_where and patterns and exchange_type(url, source.exchange) == "direct":
+            given = f"{patterns[0]!r}" if keys_given else f"none given, and the default {patterns[0]!r}"
+            warnings.append(f"{source.keys_where}: {given} matches nothing on direct exchange {source.exchange!r} "
+                            "(it matches keys exactly, without wildcards): name the routing keys to watch")  # fmt: skip
+    return None, warnings
+
+
+def exchange_type(url: str, exchange: str) -> str | None:
+    """An exchange's type, where it can be known: a built-in one's, or the management API's (else None)."""
+    if exchange in BUILT_IN_EXCHANGES:
+        return BUILT_IN_EXCHANGES[exchange]
+    from bridged.policies import ApiUnavailable, ManagementApi
+
+    try:
+        return ManagementApi(url).exchange_type(exchange)
+    except ApiUnavailable:
+        return None
 
 
 def tail_binding(args: argparse.Namespace, target: Target) -> BindingConfig:
@@ -172,7 +198,7 @@ def tail_binding(args: argparse.Namespace, target: Target) -> BindingConfig:
         keep, drop = chosen.keep, chosen.drop
     else:
         keys = tuple(args.routing_keys) or ("#",)
-        sources = (Source(args.exchange, "topic", keys, "EXCHANGE"),)
+        sources = (Source(args.exchange, "topic", keys, "EXCHANGE", keys_where="ROUTING_KEY"),)
         fmt, redact, keep, drop = DEFAULT_FORMAT, DEFAULT_REDACT_KEYS, {}, {}
     if args.format is not None:
         try:
@@ -206,6 +232,7 @@ class LimitedOutput:
 
     name = "stdout"
     wants_meta = False
+    progress = 0
 
     def __init__(self, count: int | None) -> None:
         self._stdout = StdoutSink("stdout")
@@ -246,6 +273,9 @@ class LimitedOutput:
         return None
 
     def reopen(self) -> None:
+        pass
+
+    def abort(self) -> None:
         pass
 
     def close(self) -> None:

@@ -143,7 +143,7 @@ def test_check_connect_attaches_without_taking(broker, uid, tmp_path, amqp10_bro
     broker.queues.add(queue)
     broker.publish("", queue, "stays")
     cases = [
-        (amqp10_broker, f"/amq/queue/{queue}", 0, "connected: 1 broker URLs"),
+        (amqp10_broker, f"/amq/queue/{queue}", 0, "connected: 1 broker URL,"),
         (amqp10_broker.replace("guest:guest", "guest:Wr0ngPass"), f"/amq/queue/{queue}", 2,
          "broker.url: amqp10://guest:****@"),
         (amqp10_broker, f"/amq/queue/missing-{queue}", 2, "bindings.b.address: "),

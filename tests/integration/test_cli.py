@@ -52,7 +52,7 @@ def test_check_accepts_the_shipped_example():
 def test_check_accepts_the_topic_mode_openstack_config():
     """etc/openstack-topics.yaml: 14 bindings (7 priorities, legacy and versioned) on the services' queues."""
     shipped = run("--config", str(REPO / "etc" / "openstack-topics.yaml"), "--check")
-    assert shipped.returncode == 0 and "OK (14 bindings, 1 sinks" in shipped.stdout and shipped.stderr == ""
+    assert shipped.returncode == 0 and "OK (14 bindings, 1 sink," in shipped.stdout and shipped.stderr == ""
 
 
 def test_check_passes_the_openstack_config_and_warns_about_rpc_bindings(tmp_path):

@@ -78,13 +78,13 @@ def test_daemon_lifecycle(broker, uid, tmp_path):
 
 
 def test_daemon_refuses_to_start_when_its_own_log_would_be_lost(tmp_path):
-    """--daemon with a --log-file it cannot open: one line and exit 2 before detaching, not a silent exit 1."""
+    """--daemon with a --log-file it cannot open: one line and exit 1 before detaching (as in the foreground)."""
     config_path = tmp_path / "bridged.yaml"
     config_path.write_text(yaml.safe_dump(base_config({"o": {"type": "stdout"}}, {"a": _binding("x", "a", "o")})))
     blocker = tmp_path / "file"
     blocker.write_text("")
     result = _run_daemon(config_path, tmp_path / "bridged.pid", blocker / "bridged.log")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.splitlines() == [f"bridged: cannot open --log-file {blocker}/bridged.log: Not a directory"]
     assert not (tmp_path / "bridged.pid").exists()
 

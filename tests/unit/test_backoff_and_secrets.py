@@ -67,13 +67,18 @@ def test_mask_text_masks_literal_passwords_too():
 
 def test_daemon_without_log_file_needs_dev_log(monkeypatch, tmp_path):
     """--daemon with no --log-file and no /dev/log would discard bridged's own log: refused before the fork."""
-    from bridged.daemon import SyslogLogStream, check_daemon_log
+    from bridged.daemon import SyslogLogStream, check_own_log
 
     monkeypatch.setattr(SyslogLogStream, "ADDRESS", str(tmp_path / "no-dev-log"))
     assert (
-        check_daemon_log(None) == f"--daemon needs --log-file: there is no {tmp_path}/no-dev-log for bridged's own log"
+        check_own_log(None, daemon=True)
+        == f"--daemon needs --log-file: there is no {tmp_path}/no-dev-log for bridged's own log"
     )
-    assert check_daemon_log(str(tmp_path / "own.log")) is None
+    assert check_own_log(None, daemon=False) is None  # the foreground logs to stderr
+    assert check_own_log(str(tmp_path / "own.log"), daemon=True) is None
+    assert check_own_log(str(tmp_path / "no-dir" / "own.log"), daemon=False) == (
+        f"cannot open --log-file {tmp_path}/no-dir/own.log: No such file or directory"
+    )
 
 
 def test_masking_hides_every_part_of_an_odd_password():

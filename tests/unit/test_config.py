@@ -440,3 +440,23 @@ def test_a_passive_queue_binding_needs_no_exchange():
     config = parse({**BASE, "bindings": {"info": {"queue_declare": "passive", "queue": "bridged.info", "sink": "out"}}})
     binding = config.bindings["info"]
     assert binding.queue_declare == "passive" and binding.queue == "bridged.info" and binding.sources == ()
+
+
+@pytest.mark.parametrize("key", ["prefetch", "exchange_type", "batch_size"])
+def test_a_number_too_long_to_print_is_one_line_naming_its_size(key):
+    """A hex literal of 16,000 bits is a valid YAML int that str() refuses (over 4,300 digits): still one line."""
+    huge = "0x" + "F" * 4000
+    message = error(
+        f"sinks: {{out: {{type: stdout}}}}\nbindings: {{glance: {{exchange: glance, sink: out, {key}: {huge}}}}}"
+    )
+    assert message.startswith(f"bindings.glance.{key}: ") and "a number of about 4817 digits" in message
+
+
+def test_a_decimal_integer_longer_than_python_reads_names_its_key():
+    """5,000 decimal digits: Python's int() refuses them (4,300); the loader's stand-in is refused by the key."""
+    message = error(f"broker: {{heartbeat: {'9' * 5000}}}\nsinks: {{out: {{type: stdout}}}}\n"
+                    "bindings: {glance: {exchange: glance, sink: out}}")  # fmt: skip
+    assert message.startswith("broker.heartbeat: ")
+    message = error(f"sinks: {{out: {{type: stdout}}}}\nbindings: {{glance: {{exchange: glance, sink: out, "
+                    f"prefetch: -{'1' * 5000}}}}}")  # fmt: skip
+    assert message.startswith("bindings.glance.prefetch: ") and "a number of about 5000 digits" in message

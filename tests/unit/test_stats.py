@@ -7,8 +7,9 @@ import errno
 import pytest
 
 from bridged.config import ConfigError
+from bridged.log import readable_stats
 from bridged.sinks import SinkError
-from bridged.stats import LATENCY_BUCKETS, LatencyHistogram, failure_reason
+from bridged.stats import LATENCY_BUCKETS, BindingStats, LatencyHistogram, failure_reason
 from tests.unit.test_config import BASE, parse
 
 
@@ -42,3 +43,30 @@ def test_metrics_settings():
     for bad in ("9125", "host:port", "h:0", "h:70000"):
         with pytest.raises(ConfigError, match=r"metrics.listen: .* is not host:port"):
             parse({**BASE, "metrics": {"listen": bad}})
+
+
+def test_a_snapshot_never_shows_more_settled_than_received():
+    """The stats line reads counters while the binding's thread counts on: settled is read before received."""
+
+    class CountingOn(BindingStats):
+        """Another message is received and acked between any two reads (the worst interleaving)."""
+
+        def __getattribute__(self, name: str) -> object:
+            if name in ("received", "acked"):
+                object.__setattr__(self, "received", object.__getattribute__(self, "received") + 1)
+                object.__setattr__(self, "acked", object.__getattribute__(self, "acked") + 1)
+            return object.__getattribute__(self, name)
+
+    stats = CountingOn()
+    for _ in range(3):
+        snapshot = stats.snapshot()
+        assert 0 < snapshot["acked"] <= snapshot["received"]
+
+
+def test_console_stats_line_reads_as_key_value_per_binding():
+    counts = {"received": 12, "acked": 10, "filtered": 0, "redelivered": 2, "backlog": None, "unacked": 2}
+    event = readable_stats(None, "info", {"event": "stats", "bindings": {"nova": counts, "glance": {"received": 0}}})
+    assert event["bindings"] == ("nova[received=12 acked=10 backlog=- unacked=2 redelivered=2] "
+                                 "glance[received=0 acked=- backlog=- unacked=-]")  # fmt: skip
+    other = {"event": "consuming", "bindings": {"a": 1}}
+    assert readable_stats(None, "info", dict(other)) == other
