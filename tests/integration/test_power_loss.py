@@ -24,7 +24,7 @@ import pytest
 from tests.integration.conftest import base_config, fanout_binding, queue_counts, wait_until
 from tests.integration.reliability import StreamPublisher, record
 
-LAZYFS = os.environ.get("BRIDGED_LAZYFS", "/tmp/lazyfs-build/bin/lazyfs")
+LAZYFS = os.environ.get("BRIDGED_LAZYFS", "/var/cache/bridged-ci/lazyfs/bin/lazyfs")  # where the README builds it
 COUNT = 3000
 
 

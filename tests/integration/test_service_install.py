@@ -1,4 +1,4 @@
-"""The README's service install, as the unit's dynamic user sees it, and passwords with any character."""
+"""The documented service install (docs/operations.md) as the dynamic user sees it; passwords of any character."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_the_documented_install_works_as_the_service_user(install_root, uid):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
 
-    # What the README used to say (0640 root:root) fails for this user, with one line.
+    # What the docs used to say (0640 root:root) fails for this user, with one line.
     config.chmod(0o640)
     check = as_service_user("--config", str(config), "--check", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, err = check.communicate(timeout=60)
@@ -137,7 +137,7 @@ def test_the_installed_package_holds_every_module(tmp_path):
         if path.name != "__main__.py"  # importing it runs bridged
     )
     script = Path(sys.executable).parent / "bridged"
-    assert script.exists(), f"{script}: install the project into this venv as the README says"
+    assert script.exists(), f"{script}: install the project into this venv as the README says (pip install .)"
     outside = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
     imported = subprocess.run([sys.executable, "-c", code, *modules], cwd=tmp_path, env=outside,
