@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from bridged.config import BindingConfig, Config, ConfigError, MetricsConfig, load_config
 from bridged.config import warnings as config_warnings
 from bridged.exitcodes import EXIT_OK
+from bridged.limits import fit_open_files
 from bridged.log import get_logger
 from bridged.log import reopen as reopen_log
 from bridged.sinks import Sink, build_sink
@@ -91,6 +92,7 @@ class Supervisor:
         """
         if self._prepared:
             return
+        self._fit_open_files(self.config)
         try:
             self._start_metrics(self.config.metrics)
         except OSError as exc:
@@ -98,6 +100,12 @@ class Supervisor:
             address = f"{listen[0]}:{listen[1]}" if listen else "?"
             raise StartError(f"metrics.listen {address}: {exc.strerror or exc}") from None
         self._prepared = True
+
+    def _fit_open_files(self, config: Config) -> None:
+        """The open-file limit raised to what *config* can hold; a warning when the hard limit is too low."""
+        warning = fit_open_files(config)
+        if warning:
+            self._log.warning("config_warning", warning=warning)
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or a binding gives up); returns the exit code."""
@@ -289,6 +297,7 @@ class Supervisor:
             self._log.error("reload_failed", config=self.config.path, reason=str(exc))
             return
         self.notifier.reloading()
+        self._fit_open_files(new)
         old = self.config
         changed_sinks = {name for name in old.sinks if old.sinks[name] != new.sinks.get(name)}
         connection_changed = (old.broker, old.reconnect) != (new.broker, new.reconnect)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -309,3 +310,33 @@ def test_unwritable_health_file_is_logged_once_and_debug_shows_the_flow(broker, 
     blocker.mkdir()
     bridged.wait_event("health_file_recovered")
     wait_until(lambda: (blocker / "health").exists(), 10, "the health file")
+
+
+def test_the_open_file_limit_is_raised_to_the_config_and_a_short_one_is_named_at_start(start_bridged, tmp_path, uid,
+                                                                                        broker):  # fmt: skip
+    """A path template that may hold 500 files open: the soft limit is raised up to the hard one, and a hard
+    limit below what the config can need gets one config_warning at start; the binding still runs."""
+    import resource
+
+    def limits(soft: int, hard: int) -> Callable[[], None]:
+        return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    exchange, _, binding = fanout_binding(broker, uid, sink="t")
+    sink = {"type": "file", "path": str(tmp_path / "t" / "{routing_key}.log"), "max_open_files": 500}
+    config = base_config({"t": sink}, {"b": binding})
+    roomy = start_bridged(config, preexec_fn=limits(64, 4096))
+    roomy.wait_event("consuming")
+    assert _soft_open_files(roomy.proc.pid) >= 500 and roomy.count("config_warning") == 0
+    roomy.stop()
+    short = start_bridged(config, preexec_fn=limits(64, 128))
+    short.wait_event("consuming")
+    warning = next(e for e in short.events() if e["event"] == "config_warning")["warning"]
+    assert "the open-file limit is 128" in warning and "LimitNOFILE=" in warning
+    assert _soft_open_files(short.proc.pid) == 128
+    broker.publish(exchange, "k", b"still written")
+    assert wait_lines(tmp_path / "t" / "k.log", 1) == ["still written"]
+
+
+def _soft_open_files(pid: int) -> int:
+    line = next(x for x in open(f"/proc/{pid}/limits") if x.startswith("Max open files"))
+    return int(line.split()[3])
