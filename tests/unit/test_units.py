@@ -19,7 +19,7 @@ def test_template_differs_from_the_single_unit_only_per_instance():
         line = line.replace("/etc/bridged/bridged.yaml", "/etc/bridged/%i.yaml")
         line = line.replace("Description=bridged:", "Description=bridged %i:")
         if line in ("User=bridged", "Group=bridged", "LogsDirectory=bridged"):
-            line += "-%i" if not line.startswith("Logs") else "/%i"
+            line += "-%i"  # LogsDirectory=bridged-%i: beside bridged.service's, never under it
         expected.append(line)
         if line == "EnvironmentFile=-/etc/default/bridged":
             expected.append("EnvironmentFile=-/etc/default/bridged-%i")
