@@ -1,6 +1,6 @@
 """The README's commands, run as they are written, as a newcomer meets them: a broker that never saw bridged.
 
-tests/readme.py finds the blocks by their `<!-- readme: NAME -->` markers;
+tests/readme.py finds the blocks by their `<!-- tested: NAME -->` markers;
 tests/unit/test_docs.py makes sure every shell block has one, so none of
 them can drift from what these tests run.
 """

@@ -121,7 +121,7 @@ CHECKED_BLOCKS = {"healthy-start", "config"}  # not commands: compared with what
 
 def test_every_readme_command_block_is_one_a_test_runs():
     found = readme_blocks()
-    assert unnamed_shell_blocks() == [], "a README shell block without a <!-- readme: NAME --> marker"
+    assert unnamed_shell_blocks() == [], "a README shell block without a <!-- tested: NAME --> marker"
     assert set(found) == RUN_BLOCKS | CHECKED_BLOCKS
 
 
