@@ -13,6 +13,7 @@ from __future__ import annotations
 import resource
 
 from bridged.config import Config
+from bridged.httpserver import MAX_CONNECTIONS
 from bridged.sinks.file import FileSinkConfig
 
 # The interpreter's own (standard streams, its log, the supervisor's wake pipe, the systemd socket, a pidfile,
@@ -26,8 +27,6 @@ METRICS_EXTRA = 3  # the endpoint's listener and wake pipe, beside its connectio
 
 def descriptors_needed(config: Config) -> int:
     """The most descriptors *config* can hold open at once."""
-    from bridged.httpserver import MAX_CONNECTIONS
-
     needed = BASE + PER_BINDING * len(config.bindings)
     for sink in config.sinks.values():
         if isinstance(sink, FileSinkConfig):

@@ -50,9 +50,11 @@ def exchanges(vhost: str) -> dict[str, str]:
 
 
 def openstack_config(tmp_path: Path, name: str = "etc/openstack.yaml", **extra_bindings: Any) -> dict[str, Any]:
-    """A shipped OpenStack config as it is, its sinks pointed at files under *tmp_path*/logs."""
-    text = (REPO / name).read_text().replace("/var/log/bridged/", f"{tmp_path}/logs/")
-    config = yaml.safe_load(text)
+    """A shipped OpenStack config as it is, its sinks in *tmp_path*/logs (as $LOGS_DIRECTORY would put them)."""
+    text = (REPO / name).read_text()
+    shipped = "${LOGS_DIRECTORY:-/var/log/bridged}/"
+    assert shipped in text, f"{name}: its sinks no longer write under {shipped}"
+    config = yaml.safe_load(text.replace(shipped, f"{tmp_path}/logs/"))
     config["reconnect"] = TEST_RECONNECT
     config["bindings"].update(extra_bindings)
     return config

@@ -64,7 +64,7 @@ def test_the_documented_install_works_as_the_service_user(install_root, uid):
     assert b"OK (6 bindings" in out
 
     # Run it: the binding for nova waits for its exchange, as on a controller; its log file is created.
-    config.write_text(config.read_text().replace("/var/log/bridged/", f"{logs}/"))
+    env["LOGS_DIRECTORY"] = str(logs)  # as systemd sets it for the unit's LogsDirectory=
     stderr = install_root / "stderr"
     with open(stderr, "wb") as err_file:
         proc = as_service_user("--config", str(config), env=env, stdout=subprocess.DEVNULL, stderr=err_file)
