@@ -124,6 +124,32 @@ def _descriptor(data: bytes, pos: int) -> int | None:
     return None
 
 
+def acquired_before(data: bytes) -> bool:
+    """True when the message's header says first-acquirer: false in so many bytes.
+
+    The field's default is false, so proton's getter says false for a header without it too; Artemis and
+    Qpid send none, RabbitMQ sends true and, on a redelivery, false: only a false that is written means
+    "delivered before". Only the header's first fields are looked at."""
+    try:
+        if data[0] != 0x00 or _descriptor(data, 1) != HEADER:
+            return False
+        pos = _skip(data, 1)  # the descriptor
+        code = data[pos]
+        if code == 0xC0:
+            count, pos = data[pos + 2], pos + 3
+        elif code == 0xD0:
+            count, pos = struct.unpack_from(">I", data, pos + 5)[0], pos + 9
+        else:
+            return False  # list0, or not a list
+        if count < 4:
+            return False
+        for _ in range(3):  # durable, priority, ttl
+            pos = _skip(data, pos)
+        return data[pos] == 0x42 or (data[pos] == 0x56 and data[pos + 1] == 0)
+    except (Malformed, IndexError, struct.error):
+        return False
+
+
 class _Reader:
     """Decodes values leniently: what does not fit a Python type is kept as text and noted in `problems`."""
 

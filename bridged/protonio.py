@@ -19,7 +19,7 @@ from typing import Any
 
 import proton
 
-from bridged.amqp10wire import Malformed, check_sections, lenient_decode
+from bridged.amqp10wire import Malformed, acquired_before, check_sections, lenient_decode
 
 try:
     from cproton import (  # type: ignore[import-untyped]
@@ -47,7 +47,6 @@ try:
         pn_message_get_subject,
         pn_message_get_user_id,
         pn_message_is_durable,
-        pn_message_is_first_acquirer,
         pn_message_properties,
     )  # fmt: skip
     from proton._data import Data
@@ -165,7 +164,7 @@ def _decode(message: proton.Message, data: bytes) -> Decoded:
     exchange = _text(annotations.get("x-opt-exchange-name") or "")
     # RabbitMQ 3.x puts a 0-9-1 message's routing key in the subject; Qpid and Artemis annotate it.
     routing_key = _text(annotations.get("x-opt-routing-key") or pn_message_get_subject(msg) or "")
-    redelivered = bool(count) or not pn_message_is_first_acquirer(msg)
+    redelivered = bool(count) or acquired_before(data)
     body = Data(pn_message_body(msg))
     return (properties, exchange, routing_key, redelivered, _body_bytes(body.get_object() if body.next() else None),
             None)  # fmt: skip

@@ -82,3 +82,15 @@ def test_text_that_py_amqp_reads_is_read_the_same_and_not_marked():
     data = _section(0x73, b"\xc0" + bytes([len(_str8(subject)) + 4, 4]) + b"\x40\x40\x40" + _str8(subject))
     delivery = engine()._delivery(data + _section(0x75, b"\xa0\x01x"))
     assert delivery.error is None and delivery.routing_key == "key.\ud800"
+
+
+def test_only_a_first_acquirer_written_false_means_delivered_before():
+    """The field defaults to false, so a header without it (Artemis, Qpid) says nothing; RabbitMQ writes
+    true, and false on a redelivery."""
+    body = b"\x00\x53\x77\xa0\x01x"  # an amqp-value section: the binary b"x"
+    header = b"\x00\x53\x70\xc0\x05\x04\x41\x40\x40"  # durable, priority and ttl unset, then first-acquirer
+    written_false, written_true = header + b"\x42", header + b"\x41"
+    durable_only = b"\x00\x53\x70\xc0\x02\x01\x41"
+    assert [engine()._delivery(head + body).redelivered for head in (written_false, written_true, durable_only)] == [
+        True, False, False]  # fmt: skip
+    assert engine()._delivery(durable_only + body).properties == {"delivery_mode": 2}
