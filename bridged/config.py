@@ -13,7 +13,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
@@ -125,6 +125,7 @@ class BindingConfig:
     # Key-name words whose values are masked in json/oslo/template lines; None: redaction off.
     redact: tuple[str, ...] | None = DEFAULT_REDACT_KEYS
     address: str | None = None  # AMQP 1.0: the node (queue) address read; queue then names it too
+    browse: bool = False  # AMQP 1.0: read copies (distribution-mode copy), taking nothing (bridged tail)
     queue_declare: str = "create"  # passive: a queue the services declare, only waited for (no sources)
     # filter.keep / filter.drop: field -> glob patterns (see bridged/filters.py)
     keep: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -540,10 +541,15 @@ def _passive_queue(section: ck.Section) -> bool:
     return True
 
 
-def _filter(section: ck.Section) -> dict[str, dict[str, tuple[str, ...]]]:
+class _Filters(TypedDict):
+    keep: dict[str, tuple[str, ...]]
+    drop: dict[str, tuple[str, ...]]
+
+
+def _filter(section: ck.Section) -> _Filters:
     """filter: {keep: {field: [globs]}, drop: {field: [globs]}}."""
-    rules = {"keep": _rules(section.section("keep", required=False)),
-             "drop": _rules(section.section("drop", required=False))}  # fmt: skip
+    rules = _Filters(keep=_rules(section.section("keep", required=False)),
+                     drop=_rules(section.section("drop", required=False)))  # fmt: skip
     section.done()
     return rules
 

@@ -4,24 +4,23 @@ Link credit is the prefetch; deliveries arrive unsettled (at least once) and
 are accepted in a batch once the sinks took it. A link the server sends
 pre-settled (at most once) is refused. A delivery's ``delivery-count``
 feeds ``max_redeliveries``; over it, the delivery is rejected (the broker
-dead-letters it). qpid-proton is imported only here and in protonio.py.
+dead-letters it). qpid-proton is imported only here, in amqp10conn.py (the
+connection) and in protonio.py (its C API).
 """
 
 from __future__ import annotations
 
-import select
-import socket
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from proton import SSL, Connection, Endpoint, Link, Message, ProtonException, SSLDomain, Transport
+from proton import Endpoint, Link, Message, ProtonException, Terminus
 
-from bridged.broker import HOSTNAME, RefusedWithHint, describe_error, io_timeout, passwords_of
+from bridged.amqp10conn import Amqp10Connection
+from bridged.broker import RefusedWithHint, describe_error, io_timeout, passwords_of
 from bridged.config import BindingConfig, BrokerConfig, Config
-from bridged.configkit import TLSConfig
 from bridged.delivery import Delivery
 from bridged.protonio import (
     PN_ACCEPTED,
@@ -42,18 +41,12 @@ from bridged.protonio import (
 from bridged.secrets import mask_url
 from bridged.sources.session import CONNECTION, REFUSED, Deliver, Finding, Stopped
 
-# A clean close waits this long for the broker's close-ok before dropping the socket.
-CLOSE_TIMEOUT = 2.0
 # While nothing arrives, wake at least this often (heartbeats are sent when the engine is ticked).
 IDLE_WAKEUP = 1.0
 
-# Conditions that a retry will not change: say so, and retry at the slow pace.
-REFUSED_CONDITIONS = {
-    "amqp:unauthorized-access": "the broker refused the login (user or password) or access to the address",
-    "amqp:not-found": "the address does not exist on the broker",
-    "amqp:not-allowed": "the broker does not allow this link",
-    "amqp:resource-locked": "the address is locked by another consumer",
-}
+# Brokers that answer a browsing link (distribution-mode copy) with copy and still consume: RabbitMQ 3.x
+# holds every "browsed" message unacknowledged, away from the queue's own consumers, until the link ends.
+FALSE_BROWSERS = ("RabbitMQ",)
 
 
 class Amqp10Source:
@@ -105,12 +98,7 @@ class Amqp10Source:
 
 
 class Amqp10Session:
-    """One connection and its receiver on proton's engine, driven by our own socket loop.
-
-    No reactor and no event dispatch: after each read, the receiver's
-    complete deliveries are taken in order (the reactor's Python event
-    machinery cost more than everything else per message).
-    """
+    """One connection and its receiver: after each read, the receiver's complete deliveries are taken in order."""
 
     consuming = True  # once attached, the link has credit: deliveries come
 
@@ -120,71 +108,61 @@ class Amqp10Session:
         self.binding = binding
         self.log_fields = {"address": binding.address}
         self._deliver = deliver
-        parts = urlsplit(url)
-        tls = parts.scheme == "amqp10s"
-        host = parts.hostname or "localhost"
-        port = parts.port or (5671 if tls else 5672)
         self._message = Message()
         self._unsettled: OrderedDict[int, Any] = OrderedDict()  # tag -> proton's pn_delivery_t pointer
         self._tag = 0
         self._parts: list[bytes] = []  # the transfers of the message at the head, so far
         self._size = 0  # its bytes so far
         self._max_size = broker.max_message_size
-        self._sock = socket.create_connection((host, port), timeout=broker.connect_timeout)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._poll = select.poll()
-        self._poll.register(self._sock.fileno(), select.POLLIN)
-        self._timeout = io_timeout(broker)
-        self._connection = Connection()
-        self._connection.container = f"bridged {binding.name}@{HOSTNAME}"
-        self._connection.hostname = host
-        if parts.username:
-            self._connection.user = unquote(parts.username)
-            self._connection.password = unquote(parts.password or "")
-        self._transport = Transport()
-        if broker.heartbeat:
-            self._transport.idle_timeout = broker.heartbeat
-        sasl = self._transport.sasl()
-        sasl.allowed_mechs("PLAIN" if parts.username else "ANONYMOUS")
-        sasl.allow_insecure_mechs = True  # PLAIN without TLS, as amqp:// sends its password
-        if tls:
-            ssl = SSL(self._transport, _ssl_domain(broker.tls))
-            ssl.peer_hostname = broker.tls.server_hostname or host
-        self._transport.bind(self._connection)
-        self._connection.open()
-        self._session = session = self._connection.session()
-        session.open()
-        self._receiver = session.receiver(f"bridged-{binding.name}")
+        self._address_key = f"bindings.{binding.name}.address: {binding.address!r}"
+        self._wire = wire = Amqp10Connection(broker, url, binding.name)
+        self._receiver = wire.session.receiver(f"bridged-{binding.name}")
         self._receiver.source.address = binding.address or ""  # always set for an amqp10:// broker
-        self._receiver.snd_settle_mode = Link.SND_UNSETTLED  # at least once: the broker keeps it until we settle
+        self._browse = binding.browse
+        if binding.browse:  # copies: the messages stay in the queue for its consumers (bridged tail)
+            self._receiver.source.distribution_mode = Terminus.DIST_MODE_COPY
+        else:
+            self._receiver.snd_settle_mode = Link.SND_UNSETTLED  # at least once: kept by the broker until settled
         self._receiver.rcv_settle_mode = Link.RCV_FIRST
         self._receiver.open()
-        if credit is None or credit:
-            self._receiver.flow(binding.prefetch if credit is None else credit)
-        self._write()
+        # A browsing link gets credit only once the broker said it browses (attached()): nothing is taken before.
+        self._credit = binding.prefetch if credit is None else credit
+        if self._credit and not binding.browse:
+            self._receiver.flow(self._credit)
+            self._credit = 0
+        wire.write()
 
     def attached(self) -> bool:
         self._check()
-        return bool(self._receiver.state & Endpoint.REMOTE_ACTIVE)
+        if not self._receiver.state & Endpoint.REMOTE_ACTIVE:
+            return False
+        if self._browse:
+            self._check_browsing()
+        return True
+
+    def _check_browsing(self) -> None:
+        """A browsing link the broker attached: credit once it browses for real, else a refusal (nothing taken)."""
+        product = self._wire.product
+        mode = self._receiver.remote_source.distribution_mode
+        if mode != Terminus.DIST_MODE_COPY or product.startswith(FALSE_BROWSERS):
+            raise RefusedWithHint(
+                f"{product or 'the broker'} does not browse address {self.binding.address!r} (its messages would be "
+                "taken or held from its consumers): --consume takes them instead"
+            )
+        if self._credit:
+            self._receiver.flow(self._credit)
+            self._credit = 0
+            self._wire.write()
 
     def pump(self, timeout: float) -> None:
         """Wait up to *timeout* for bytes, feed them to the engine, take the deliveries, send what is due."""
-        transport = self._transport
-        capacity = transport.capacity()
-        if capacity > 0 and self._poll.poll(int(timeout * 1000)):
-            try:
-                data = self._sock.recv(capacity)  # never more than the engine takes in (a big message's frames)
-            except (BlockingIOError, InterruptedError):
-                data = None
-            if data == b"":
-                transport.close_tail()
-                self._check()
-                raise ConnectionError("the broker closed the connection")
-            if data:
-                transport.push(data)
+        try:
+            self._wire.read(timeout)
+        except ConnectionError:
+            self._check()  # what the broker said as it closed, if it said anything
+            raise
         self._take_deliveries()
-        transport.tick(time.monotonic())  # heartbeats out, and the broker's idle timeout checked
-        self._write()
+        self._wire.flush()
         self._check()
 
     def _take_deliveries(self) -> None:
@@ -213,7 +191,7 @@ class Amqp10Session:
             if pn_delivery_partial(delivery):
                 return  # the rest of it comes in later transfers
             pn_link_advance(link)
-            if pn_delivery_settled(delivery):  # settled by the broker already: sent at most once
+            if pn_delivery_settled(delivery) and not self._browse:  # settled by the broker: sent at most once
                 raise RefusedWithHint(
                     f"the broker sends address {self.binding.address!r} pre-settled (at most once: a lost "
                     "connection would lose messages); bridged needs unsettled deliveries (at least once)"
@@ -239,29 +217,8 @@ class Amqp10Session:
         properties, exchange, routing_key, redelivered, body, why = decode_message(self._message, data)
         return Delivery(body, exchange, routing_key, redelivered, self._tag, properties, why)
 
-    def _write(self) -> None:
-        transport = self._transport
-        while True:
-            pending = transport.pending()
-            if pending <= 0:
-                return
-            data = transport.peek(pending) or b""
-            self._sock.settimeout(self._timeout)
-            sent = self._sock.send(data)
-            transport.pop(sent)
-
     def _check(self) -> None:
-        """Raise what the broker said: a refusal (retrying will not help) or a lost connection."""
-        # RabbitMQ 3.x ends only the session when its connection is closed from the broker side
-        # (rabbitmqctl close_all_connections): the socket stays open, so every level is checked.
-        for where, endpoint in (("link", self._receiver), ("session", self._session),
-                                ("connection", self._connection)):  # fmt: skip
-            if endpoint.state & Endpoint.REMOTE_CLOSED:
-                if endpoint.remote_condition is not None:
-                    raise _failure(endpoint.remote_condition, where, self.binding)
-                raise ConnectionError(f"the broker closed the {where}")
-        if self._transport.condition is not None:
-            raise _failure(self._transport.condition, "transport", self.binding)
+        self._wire.check(self._receiver, self._address_key)
 
     # -- settling ---------------------------------------------------------------------
 
@@ -274,12 +231,13 @@ class Amqp10Session:
             if first > tag:
                 break
             delivery = unsettled.pop(first)
-            pn_delivery_update(delivery, PN_ACCEPTED)
+            if not self._browse:  # a copy has no outcome: it only ends
+                pn_delivery_update(delivery, PN_ACCEPTED)
             pn_delivery_settle(delivery)
             settled += 1
         if settled:
             self._receiver.flow(settled)
-            self._write()
+            self._wire.write()
 
     def reject(self, tag: int) -> None:
         """Reject one delivery: the broker dead-letters it (or drops it), never delivers it again."""
@@ -288,65 +246,19 @@ class Amqp10Session:
             pn_delivery_update(delivery, PN_REJECTED)
             pn_delivery_settle(delivery)
             self._receiver.flow(1)
-            self._write()
+            self._wire.write()
 
     def backlog(self) -> tuple[int, int] | None:
         return None  # AMQP 1.0 has no passive declare to read a depth with
 
     def keepalive(self) -> None:
-        """From the keepalive thread during a long sink write: take in what arrived (deliveries stay in the
-        engine until the binding's thread takes them), so the broker's idle timeout is met, and send ours."""
-        transport = self._transport
-        capacity = transport.capacity()
-        if capacity > 0 and self._poll.poll(0):
-            data = self._sock.recv(capacity)
-            if data:
-                transport.push(data)
-        transport.tick(time.monotonic())
-        self._write()
+        """From the keepalive thread during a long sink write (deliveries stay in the engine until the binding's
+        thread takes them)."""
+        self._wire.keepalive()
 
     def close(self, clean: bool) -> None:
         """Close the session (what is unsettled goes back to the broker) and the socket."""
-        try:
-            if clean:
-                self._receiver.close()
-                self._connection.close()
-                self._write()
-                deadline = time.monotonic() + CLOSE_TIMEOUT
-                while not self._connection.state & Endpoint.REMOTE_CLOSED and time.monotonic() < deadline:
-                    if not self._poll.poll(100):
-                        continue
-                    data = self._sock.recv(4096)
-                    if not data:
-                        break
-                    self._transport.push(data)
-        except (OSError, ProtonException):
-            pass
-        finally:
-            self._sock.close()
-
-
-def _failure(condition: Any, where: str, binding: BindingConfig) -> Exception:
-    """A refusal the binding cannot retry past (named, with the key to change), or a lost connection."""
-    name = getattr(condition, "name", None)
-    description = getattr(condition, "description", None) or ""
-    text = f"{where}: {name}: {description}".rstrip(": ")
-    hint = REFUSED_CONDITIONS.get(name or "")
-    if hint is None:
-        return ConnectionError(text)
-    if name == "amqp:not-found":
-        hint += f" (bindings.{binding.name}.address: {binding.address!r})"
-    return RefusedWithHint(f"{hint} ({text})")
-
-
-def _ssl_domain(tls: TLSConfig) -> SSLDomain:
-    domain = SSLDomain(SSLDomain.MODE_CLIENT)
-    if tls.ca_file:
-        domain.set_trusted_ca_db(tls.ca_file)
-    if tls.cert_file and tls.key_file:
-        domain.set_credentials(tls.cert_file, tls.key_file, None)
-    domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME if tls.verify else SSLDomain.ANONYMOUS_PEER)
-    return domain
+        self._wire.close(clean, self._receiver)
 
 
 # -- `--check --connect` --------------------------------------------------------------------
@@ -360,7 +272,7 @@ def check_connect(config: Config) -> list[Finding]:
         for binding in config.bindings.values():
             problem = probe_address(config.broker, url, binding)
             if problem is not None:
-                key = f"bindings.{binding.name}.address" if "amqp:not-found" in problem else where
+                key = f"bindings.{binding.name}.address" if "(bindings." in problem else where
                 found.append(Finding(f"{key}: {problem}"))
     return found
 
@@ -368,17 +280,25 @@ def check_connect(config: Config) -> list[Finding]:
 def probe_address(broker: BrokerConfig, url: str, binding: BindingConfig) -> str | None:
     """Log in to *url* and attach to *binding*'s address with no credit (taking nothing): why that failed, or None."""
     try:
-        session = Amqp10Session(binding, broker, url, None, credit=0)
+        attach_without_credit(broker, url, binding)
     except OSError as exc:
-        return f"cannot connect to {mask_url(url)}: {exc.strerror or exc}"
+        if exc.strerror:
+            return f"cannot connect to {mask_url(url)}: {exc.strerror}"
+        return f"{mask_url(url)}: {exc}"
+    except (RefusedWithHint, ProtonException) as exc:
+        return f"{mask_url(url)}: {exc}"
+    return None
+
+
+def attach_without_credit(broker: BrokerConfig, url: str, binding: BindingConfig) -> None:
+    """Log in to *url* and attach to *binding*'s address with no credit, then detach: RefusedWithHint (a refusal,
+    or a browse the broker cannot do), OSError (unreachable, lost, or no answer in time), or None."""
+    session = Amqp10Session(binding, broker, url, None, credit=0)
     try:
         deadline = time.monotonic() + broker.connect_timeout
         while not session.attached():
             if time.monotonic() > deadline:
-                return f"{mask_url(url)} did not attach address {binding.address!r} within {broker.connect_timeout:g} s"
+                raise TimeoutError(f"did not attach address {binding.address!r} within {broker.connect_timeout:g} s")
             session.pump(0.2)
-    except (RefusedWithHint, ConnectionError, OSError, ProtonException) as exc:
-        return f"{mask_url(url)}: {exc}"
     finally:
         session.close(True)
-    return None
