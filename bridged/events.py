@@ -41,6 +41,8 @@ EVENTS: dict[str, tuple[str, str]] = {
                              "stopping or after a lost connection)"),
     "sink_recovered": ("info", "the sink took the held batch"),
     "output_closed": ("error", "stdout's reader went away (exit 4)"),
+    "output_done": ("debug", "`bridged tail --consume` printed its count: the lines it did not print stay "
+                    "unsettled (exit 0)"),
     "line_truncated": ("warning", "a syslog message was cut at `max_size`"),
     "relp_unanswered": ("warning", "a RELP connection was lost with `frames` sent and not answered: they are sent "
                                    "again (possible duplicates)"),

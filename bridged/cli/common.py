@@ -48,8 +48,10 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
                        help=f"broker URL (default {DEFAULT_URL.replace('guest:guest', 'guest:****')})")  # fmt: skip
 
 
-def resolve_target(args: argparse.Namespace) -> Target:
-    """The broker named by --config or --url; raises UsageError with a one-line reason."""
+def resolve_target(args: argparse.Namespace, amqp10: bool = False) -> Target:
+    """The broker named by --config or --url; raises UsageError with a one-line reason.
+
+    *amqp10*: the command speaks AMQP 1.0 too (tail and publish read and write addresses)."""
     if args.config:
         try:
             config = load_config(args.config)
@@ -61,11 +63,24 @@ def resolve_target(args: argparse.Namespace) -> Target:
             target = Target(broker_from_url(args.url or DEFAULT_URL), ReconnectConfig(), None)
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
-    if target.broker.amqp10:
-        # An AMQP 1.0 address is usually a queue: reading it would take messages from its consumers.
-        raise UsageError("the tools speak AMQP 0-9-1 only: give an amqp:// URL (AMQP 1.0 brokers are read by the "
-                         "daemon, from a binding's address)")  # fmt: skip
+    if target.broker.amqp10 and not amqp10:
+        raise UsageError("this command speaks AMQP 0-9-1 only: give an amqp:// URL")
     return target
+
+
+def split_amqp10_url(text: str) -> tuple[str, str] | None:
+    """`amqp10://host:port/ADDRESS` -> (the URL without its path, ADDRESS); None for anything else.
+
+    As in Qpid's tools, the path less its first slash is the address: `amqp10://h/orders` reads `orders`,
+    `amqp10://h//amq/queue/orders` RabbitMQ's `/amq/queue/orders`."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in ("amqp10", "amqp10s"):
+        return None
+    netloc, slash, address = rest.partition("/")
+    if not slash or not address:
+        raise UsageError(f"{scheme}://{netloc.rpartition('@')[2]}: name the address after the host "
+                         f"({scheme}://HOST:PORT/ADDRESS)")  # fmt: skip
+    return f"{scheme}://{netloc}", address
 
 
 def key_value(text: str) -> tuple[str, str]:

@@ -4,6 +4,12 @@ It runs the daemon's own machinery (supervisor, consumer, formats, stdout
 sink) on one binding whose queue is its own: exclusive, auto-delete and
 bounded, so it takes a copy of the traffic, never messages from anyone's
 queue, and leaves nothing behind, even after kill -9.
+
+`bridged tail amqp10://HOST/ADDRESS` reads an AMQP 1.0 queue (Qpid's
+`drain`): browsing it (a link with distribution-mode copy: the messages stay
+for the queue's consumers) where the broker can, refused where it cannot;
+`--consume` takes them instead, one settled per line printed, so nothing is
+taken that was not printed.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from bridged.broker import (
     CONNECTION_ERRORS,
@@ -35,6 +42,7 @@ from bridged.cli.common import (
     positive_float,
     positive_int,
     resolve_target,
+    split_amqp10_url,
 )
 from bridged.config import (
     BindingConfig,
@@ -47,7 +55,7 @@ from bridged.config import (
 from bridged.log import LOG_LEVELS, configure
 from bridged.redact import DEFAULT_REDACT_KEYS
 from bridged.secrets import mask_url
-from bridged.sinks import LineMeta, SinkClosed, SinkConfig, StdoutSink
+from bridged.sinks import LineMeta, SinkClosed, SinkConfig, SinkDone, StdoutSink
 
 # Deliveries in flight to a terminal: enough for a burst, few to print twice after a reconnect.
 TAIL_PREFETCH = 100
@@ -69,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_broker_options(parser)
     parser.add_argument(
-        "exchange", metavar="EXCHANGE", nargs="?", help="the exchange to watch (it must exist: tail never creates one)"
+        "exchange",
+        metavar="EXCHANGE",
+        nargs="?",
+        help="the exchange to watch (it must exist: tail never creates one); or amqp10://HOST:PORT/ADDRESS, an AMQP "
+        "1.0 queue to browse",
     )
     parser.add_argument(
         "routing_keys",
@@ -94,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=positive_float, metavar="SECONDS", help="exit after this long without a message"
     )
     parser.add_argument(
+        "--consume",
+        action="store_true",
+        help="AMQP 1.0: take the messages from the address (each settled once printed) instead of browsing them; "
+        "for a broker that cannot browse. Never needed on AMQP 0-9-1 (tail reads a copy there)",
+    )
+    parser.add_argument(
         "--no-redact",
         action="store_true",
         help="show tokens and passwords in json, oslo and template lines (masked by default)",
@@ -110,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        in_url = split_amqp10_url(args.exchange) if args.exchange else None
+    except UsageError as exc:
+        return fail(str(exc), EXIT_CONFIG)
+    if in_url is not None:
+        if args.url or args.config:
+            parser.error("give the broker once: in the amqp10:// URL, or with --url or --config")
+        args.url, args.exchange = in_url
     if args.binding and not args.config:
         parser.error("--binding NAME takes the binding from --config FILE")
     if args.binding and (args.exchange or args.routing_keys):
@@ -117,11 +143,23 @@ def main(argv: list[str]) -> int:
     if not args.binding and not args.exchange:
         parser.error("name the EXCHANGE to watch (or --config FILE --binding NAME)")
     try:
-        target = resolve_target(args)
-        binding = tail_binding(args, target)
+        target = resolve_target(args, amqp10=True)
+        if target.broker.amqp10:
+            if args.routing_keys:
+                raise UsageError("an AMQP 1.0 address has no routing keys: give the address alone")
+            binding = address_binding(args, target)
+        elif args.consume:
+            raise UsageError("--consume is for AMQP 1.0 addresses (on AMQP 0-9-1, tail reads a copy of the "
+                             "exchange's traffic through a queue of its own)")  # fmt: skip
+        else:
+            binding = tail_binding(args, target)
     except UsageError as exc:
         return fail(str(exc), EXIT_CONFIG)
-    problem, warnings = _check_exchanges(target, binding, keys_given=bool(args.routing_keys))
+    warnings: list[str] = []
+    if target.broker.amqp10:
+        problem = _check_address(target, binding)
+    else:
+        problem, warnings = _check_exchanges(target, binding, keys_given=bool(args.routing_keys))
     if problem:
         return fail(problem, EXIT_CONFIG)
     for warning in warnings:
@@ -137,7 +175,7 @@ def main(argv: list[str]) -> int:
         bindings={binding.name: binding},
         metrics=MetricsConfig(listen=None, stats_interval=0),
     )
-    output = LimitedOutput(args.count)
+    output = LimitedOutput(args.count, settles_what_it_prints=args.consume)
     supervisor = Supervisor(config, sinks={"stdout": output}, until=output.idle_for(args.timeout))
     output.on_done = supervisor.request_stop
     return supervisor.run()
@@ -174,6 +212,38 @@ def _check_exchanges(target: Target, binding: BindingConfig, keys_given: bool) -
     return None, warnings
 
 
+def _check_address(target: Target, binding: BindingConfig) -> str | None:
+    """A refused login, a missing address or a broker that cannot browse, found at once (nothing taken: the
+    link gets no credit); an unreachable broker is no such problem (tail retries like the daemon)."""
+    from bridged.broker import RefusedWithHint
+    from bridged.sources.amqp10 import attach_without_credit
+
+    url = target.broker.urls[0]
+    try:
+        attach_without_credit(target.broker, url, binding)
+    except RefusedWithHint as exc:
+        return f"{mask_url(url)}: {describe_error(exc, passwords_of(target.broker))}"
+    except OSError:
+        return None
+    return None
+
+
+def address_binding(args: argparse.Namespace, target: Target) -> BindingConfig:
+    """A binding on an AMQP 1.0 address: browsing it, or with --consume taking one message per line printed."""
+    base = tail_binding(args, target)
+    if args.binding:
+        assert target.config is not None
+        address = target.config.bindings[args.binding].address or ""
+    else:
+        address = args.exchange
+    return replace(
+        base, sources=(), address=address, queue=address, browse=not args.consume, durable=True, auto_delete=False,
+        exclusive=False, queue_arguments={},
+        # --consume: one message in hand at a time (credit 1), settled once printed; the rest stays at the broker
+        prefetch=1 if args.consume else base.prefetch, batch_size=1 if args.consume else base.batch_size,
+    )  # fmt: skip
+
+
 def exchange_type(url: str, exchange: str) -> str | None:
     """An exchange's type, where it can be known: a built-in one's, or the management API's (else None)."""
     if exchange in BUILT_IN_EXCHANGES:
@@ -198,7 +268,7 @@ def tail_binding(args: argparse.Namespace, target: Target) -> BindingConfig:
         keep, drop = chosen.keep, chosen.drop
     else:
         keys = tuple(args.routing_keys) or ("#",)
-        sources = (Source(args.exchange, "topic", keys, "EXCHANGE", keys_where="ROUTING_KEY"),)
+        sources = (Source(args.exchange or "", "topic", keys, "EXCHANGE", keys_where="ROUTING_KEY"),)
         fmt, redact, keep, drop = DEFAULT_FORMAT, DEFAULT_REDACT_KEYS, {}, {}
     if args.format is not None:
         try:
@@ -228,14 +298,18 @@ def tail_binding(args: argparse.Namespace, target: Target) -> BindingConfig:
 
 
 class LimitedOutput:
-    """stdout that takes at most *count* lines, then asks to stop; a closed reader (`| head`) ends it quietly."""
+    """stdout that takes at most *count* lines, then asks to stop; a closed reader (`| head`) ends it quietly.
+
+    *settles_what_it_prints* (`--consume`): lines it does not print are refused (SinkDone), never taken, so
+    they stay unsettled at the broker; otherwise (copies) they are dropped."""
 
     name = "stdout"
     wants_meta = False
     progress = 0
 
-    def __init__(self, count: int | None) -> None:
+    def __init__(self, count: int | None, settles_what_it_prints: bool = False) -> None:
         self._stdout = StdoutSink("stdout")
+        self._strict = settles_what_it_prints
         self._left = count
         self._lock = threading.Lock()
         self._closed = False
@@ -244,13 +318,17 @@ class LimitedOutput:
 
     def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None, batch: object = None) -> None:
         with self._lock:
+            if self._strict and (self._closed or (self._left is not None and len(lines) > self._left)):
+                raise SinkDone("has printed its count")  # not printed, so not taken: left unsettled
             if self._closed:
-                return  # after the count, or once the reader left: taken (acked), not shown
+                return  # after the count, or once the reader left: copies, dropped
             take = lines if self._left is None else lines[: self._left]
             try:
                 self._stdout.write(take)
             except SinkClosed:
                 self._done()
+                if self._strict:
+                    raise SinkDone("the reader went away") from None
                 return
             self.last_line = time.monotonic()
             if self._left is not None:

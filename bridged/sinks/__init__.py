@@ -17,7 +17,7 @@ from bridged.sinks import syslog  # noqa: F401
 from bridged.sinks import relp  # noqa: F401
 
 # isort: on
-from bridged.sinks.base import LineMeta, LineWriter, Sink, SinkClosed, SinkConfig, SinkError
+from bridged.sinks.base import LineMeta, LineWriter, Sink, SinkClosed, SinkConfig, SinkDone, SinkError
 from bridged.sinks.file import FileSink, FileSinkConfig
 from bridged.sinks.paths import PathTemplateSink
 from bridged.sinks.registry import build_sink, parse_sink, sink_types
@@ -28,7 +28,7 @@ from bridged.sinks.syslogmsg import SyslogSinkConfig, truncate_json
 
 __all__ = [
     "FileSink", "FileSinkConfig", "LineMeta", "LineWriter", "PathTemplateSink", "RelpSink", "RelpSinkConfig", "Sink",
-    "SinkClosed", "SinkConfig", "SinkError", "StdoutSink", "SyslogSink", "SyslogSinkConfig", "build_sink",
+    "SinkClosed", "SinkConfig", "SinkDone", "SinkError", "StdoutSink", "SyslogSink", "SyslogSinkConfig", "build_sink",
     "build_sinks", "parse_sink", "sink_types", "truncate_json",
 ]  # fmt: skip
 

@@ -46,6 +46,11 @@ class SinkClosed(SinkError):
     """The sink will never take a line again (stdout's reader went away)."""
 
 
+class SinkDone(SinkClosed):
+    """A tool's output has what it wanted and took none of these lines: they stay unsettled, and bridged
+    stops with exit 0 (`bridged tail --consume --count N`: nothing is taken that was not printed)."""
+
+
 class Sink(Protocol):
     name: str
     wants_meta: bool  # whether write() needs a LineMeta per line (costs a parse per message)

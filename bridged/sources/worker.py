@@ -27,14 +27,14 @@ from bridged.backoff import Backoff
 from bridged.compression import Uninflatable, compressed, inflate
 from bridged.config import BindingConfig, BrokerConfig, ReconnectConfig
 from bridged.delivery import Delivery
-from bridged.exitcodes import EXIT_GAVE_UP, EXIT_OUTPUT_CLOSED
+from bridged.exitcodes import EXIT_GAVE_UP, EXIT_OK, EXIT_OUTPUT_CLOSED
 from bridged.filters import compile_filter
 from bridged.formats import LineMeta, make_formatter, marked_line, notification_meta, safe_line
 from bridged.log import get_logger
 from bridged.poison import RedeliveryCounter
 from bridged.redact import Redactor
 from bridged.secrets import mask_url
-from bridged.sinks import Sink, SinkClosed, SinkError
+from bridged.sinks import Sink, SinkClosed, SinkDone, SinkError
 from bridged.sources.session import CONNECTION, CONSUMER_TIMEOUT, REFUSED, Session, Source, Stopped
 from bridged.stats import BindingStats, failure_reason
 
@@ -51,7 +51,11 @@ PORT_WATCH = 0.25
 
 
 class _OutputClosed(Exception):
-    """An output that will never take a line again (stdout's reader went away)."""
+    """An output that will never take a line again (stdout's reader went away, or a tool's has its count)."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
 
 
 class Batch:
@@ -181,8 +185,8 @@ class BindingWorker:
             try:
                 self._session_life(url, connect_backoff)
                 continue
-            except _OutputClosed:
-                self._end(EXIT_OUTPUT_CLOSED)
+            except _OutputClosed as closed:
+                self._end(closed.exit_code)
                 return
             except Exception as exc:  # noqa: BLE001 - classified below; a bug must not silently end the thread
                 delay = self._failed(url, exc, connect_backoff)
@@ -433,9 +437,12 @@ class BindingWorker:
         """
         try:
             self._flush(session)
+        except SinkDone as exc:
+            self._log.debug("output_done", unsettled=len(self._batch.lines))
+            raise _OutputClosed(EXIT_OK) from exc
         except SinkClosed as exc:
             self._log.error("output_closed", reason=str(exc), held=len(self._batch.lines))
-            raise _OutputClosed() from exc
+            raise _OutputClosed(EXIT_OUTPUT_CLOSED) from exc
         except SinkError as exc:
             delay = sink_backoff.next_delay()
             self._log.error("sink_failed", reason=str(exc), retry_in=round(delay, 2),

@@ -21,7 +21,7 @@ import yaml as pyyaml
 
 from bridged.config import BindingConfig, Config, parse_config
 from bridged.delivery import Delivery
-from bridged.sinks import LineMeta, SinkClosed, SinkError
+from bridged.sinks import LineMeta, SinkClosed, SinkDone, SinkError
 from bridged.sources.session import CONNECTION, Deliver, Stopped
 from bridged.sources.worker import EXIT_OUTPUT_CLOSED, BindingWorker
 
@@ -53,10 +53,13 @@ class MemorySink:
         self.failures = 0
         self.taken_on_failure = 0
         self.closed_for_good = False
+        self.done_after: int | None = None  # a tool's output: takes this many lines, then SinkDone
 
     def write(self, lines: Sequence[bytes], meta: Sequence[LineMeta] | None = None, batch: object = None) -> None:
         if self.closed_for_good:
             raise SinkClosed("reader gone")
+        if self.done_after is not None and len(self.lines) + len(lines) > self.done_after:
+            raise SinkDone("has its count")
         if self.failures:
             self.failures -= 1
             taken = self.taken_on_failure
@@ -280,6 +283,16 @@ def test_a_closed_output_ends_the_worker_with_its_exit_code_and_settles_nothing(
     assert run.fatal == [EXIT_OUTPUT_CLOSED] and run.worker.ended
     assert not [entry for entry in journal if entry[0] == "settle"]
     assert journal[-1] == ("close", False)
+
+
+def test_an_output_that_has_its_count_ends_the_worker_with_0_and_settles_only_what_it_took():
+    """`bridged tail --consume --count 3`, batches of one: three written and settled, the fourth left unsettled."""
+    run = Run([[messages(1, 1), messages(2, 1), messages(3, 1), messages(4, 1)]], batch_size=1)
+    run.a.done_after = 3
+    journal = run.run()
+    assert run.fatal == [0] and run.worker.ended
+    assert [tag for event, tag in journal if event == "settle"] == [1, 2, 3]
+    assert run.a.lines == [b"m1", b"m2", b"m3"] and journal[-1] == ("close", False)
 
 
 def test_an_undecodable_delivery_is_written_marked():
