@@ -1,4 +1,6 @@
-"""`bridged publish EXCHANGE ROUTING_KEY [BODY]`: send test messages, with confirms, and say what the broker took."""
+"""`bridged publish EXCHANGE ROUTING_KEY [BODY]`: send test messages, with confirms, and say what the broker took.
+
+`bridged publish amqp10://HOST/ADDRESS [BODY]` sends to an AMQP 1.0 address instead (publish10.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from bridged.cli.common import (
     positive_float,
     positive_int,
     resolve_target,
+    split_amqp10_url,
 )  # fmt: skip
 from bridged.config import BrokerConfig
 from bridged.publisher import OSLO_PRIORITIES, Publisher, PublishResult, oslo_notification, oslo_priority
@@ -49,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "exchange",
         metavar="EXCHANGE",
-        help="exchange to publish to ('' is the default exchange: the routing key names a queue)",
+        help="exchange to publish to ('' is the default exchange: the routing key names a queue); or "
+        "amqp10://HOST:PORT/ADDRESS, an AMQP 1.0 address (then no ROUTING_KEY: BODY follows)",
     )
     parser.add_argument(
-        "routing_key", metavar="ROUTING_KEY", help="the routing key (with exchange '': the queue's name)"
+        "routing_key", metavar="ROUTING_KEY", nargs="?", help="the routing key (with exchange '': the queue's name)"
     )
     parser.add_argument(
         "body", metavar="BODY", nargs="?", help="the message body; without it, one message per line of stdin"
@@ -78,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--persistent",
         action="store_true",
         help="delivery_mode 2: a durable queue keeps the message over a broker restart",
+    )
+    parser.add_argument(
+        "--subject", metavar="TEXT", help="AMQP 1.0: the message's subject (what RabbitMQ reads as a routing key)"
     )
     parser.add_argument(
         "--count", type=positive_int, metavar="N", help="send BODY N times (default once); with stdin, at most N lines"
@@ -107,16 +114,53 @@ def main(argv: list[str]) -> int:
     if args.oslo is None and (args.priority or args.publisher_id):
         parser.error("--priority and --publisher-id go with --oslo EVENT_TYPE")
     try:
+        in_url = split_amqp10_url(args.exchange)
+    except UsageError as exc:
+        return fail(str(exc), EXIT_CONFIG)
+    if in_url is not None:
+        if args.url or args.config:
+            parser.error("give the broker once: in the amqp10:// URL, or with --url or --config")
+        if args.body is not None:
+            parser.error("an AMQP 1.0 address takes no ROUTING_KEY: amqp10://HOST/ADDRESS [BODY] (--subject sets one)")
+        args.url, args.exchange, args.body, args.routing_key = *in_url, args.routing_key, None
+    try:
         properties = message_properties(args.property, args.header, args.persistent, oslo=args.oslo is not None)
-        target = resolve_target(args)
+        target = resolve_target(args, amqp10=True)
+        if target.broker.amqp10 and in_url is None:  # --url amqp10://HOST or --config: ADDRESS [BODY]
+            if args.body is not None:
+                raise UsageError("an AMQP 1.0 address takes no ROUTING_KEY: ADDRESS [BODY] (--subject sets one)")
+            args.body, args.routing_key = args.routing_key, None
+        if not target.broker.amqp10:
+            if args.routing_key is None:
+                parser.error("the following arguments are required: ROUTING_KEY")
+            if args.subject is not None:
+                raise UsageError("--subject is for AMQP 1.0 addresses (on AMQP 0-9-1 the routing key says it)")
+        else:
+            from bridged.cli.publish10 import amqp10_message
+
+            amqp10_message(b"", properties, args.subject)  # an unknown --property: refused before anything is sent
     except UsageError as exc:
         return fail(str(exc), EXIT_CONFIG)
     bodies = _bodies(args)
     if args.oslo is not None:
-        priority = args.priority or oslo_priority(args.routing_key)
+        priority = args.priority or oslo_priority(args.routing_key or args.subject or "")
         publisher_id = args.publisher_id or f"bridged.{HOSTNAME}"
         bodies = (oslo_notification(args.oslo, _payload(body), priority, publisher_id) for body in bodies)
+    if target.broker.amqp10:
+        from bridged.cli.publish10 import amqp10_message, publish
+
+        messages = (amqp10_message(body, properties, args.subject) for body in _paced(bodies, args.rate))
+        return publish(target.broker, args.exchange, messages)
     return _publish(target.broker, args.exchange, args.routing_key, bodies, properties, args.rate)
+
+
+def _paced(bodies: Iterator[bytes], rate: float | None) -> Iterator[bytes]:
+    """*bodies*, at most *rate* a second."""
+    started = time.monotonic()
+    for index, body in enumerate(bodies):
+        if rate is not None:
+            time.sleep(max(0.0, started + index / rate - time.monotonic()))
+        yield body
 
 
 def _publish(broker: BrokerConfig, exchange: str, routing_key: str, bodies: Iterator[bytes], properties: dict[str, Any],
