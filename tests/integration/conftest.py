@@ -324,6 +324,20 @@ def base_config(sinks: dict[str, Any], bindings: dict[str, Any], **top: Any) -> 
     return config
 
 
+# The reconnect pace of the AMQP 1.0 tests' configs: their waits derive from it.
+AMQP10_RECONNECT = {"initial_delay": 0.2, "max_delay": 2.0, "multiplier": 2.0}
+
+
+def amqp10_config(url: str, address: str, out: Path, **binding: Any) -> dict[str, Any]:
+    """One binding reading an AMQP 1.0 *address* into the file *out*."""
+    return {
+        "broker": {"url": url, "heartbeat": 10},
+        "reconnect": AMQP10_RECONNECT,
+        "sinks": {"f": {"type": "file", "path": str(out)}},
+        "bindings": {"b": {"address": address, "sink": "f", **binding}},
+    }
+
+
 def fanout_binding(broker: Broker, uid: str, **extra: Any) -> tuple[str, str, dict[str, Any]]:
     """A fanout exchange and a queue of the test's own (deleted after it), and a binding of them with *extra*."""
     exchange, queue = f"test.{uid}", f"bridged.test.{uid}"

@@ -186,27 +186,43 @@ class ProtonPeer:
     (then it sends them settled: at most once, which bridged must refuse).
     """
 
-    def __init__(self, count: int, presettled: bool = False, first: bytes | None = None) -> None:
-        """*first*: the raw bytes of one delivery sent before the others (a hostile one)."""
+    def __init__(self, count: int, presettled: bool = False, first: bytes | None = None,
+                 answers: tuple[str, ...] = ("accepted",)) -> None:  # fmt: skip
+        """*first*: the raw bytes of one delivery sent before the others (a hostile one). A sender that
+        attaches gets *answers* in turn for its messages (accepted, rejected, released), kept in `received`."""
         from proton import Delivery, Message
         from proton.handlers import MessagingHandler
         from proton.reactor import Container
 
         self.port = free_port()
         self.outcomes: list[str] = []
+        self.received: list[tuple[Message, str]] = []
         self.attached = threading.Event()
         peer = self
 
         class Handler(MessagingHandler):  # type: ignore[misc]
             def __init__(self) -> None:
-                super().__init__(auto_settle=False)
+                super().__init__(auto_settle=False, auto_accept=False)
                 self.sent = 0
+
+            def on_message(self, event: object) -> None:
+                answer = answers[len(peer.received) % len(answers)]
+                peer.received.append((event.message, answer))  # type: ignore[attr-defined]
+                delivery = event.delivery  # type: ignore[attr-defined]
+                if answer == "accepted":
+                    self.accept(delivery)
+                elif answer == "rejected":
+                    self.reject(delivery)
+                else:
+                    self.release(delivery, delivered=False)
 
             def on_start(self, event: object) -> None:
                 self.acceptor = event.container.listen(f"127.0.0.1:{peer.port}")  # type: ignore[attr-defined]
 
             def on_link_opening(self, event: object) -> None:
                 link = event.link  # type: ignore[attr-defined]
+                if link.is_receiver:
+                    link.target.address = link.remote_target.address
                 if link.is_sender:
                     link.source.address = link.remote_source.address
                     if presettled:

@@ -5,17 +5,22 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import BROKER_HOST, queue_counts, rabbitmqctl, read_lines, wait_until
+from tests.integration.conftest import (
+    AMQP10_RECONNECT,
+    BROKER_HOST,
+    amqp10_config,
+    queue_counts,
+    rabbitmqctl,
+    read_lines,
+    tool,
+    wait_until,
+)
 from tests.integration.servers import ProtonPeer
 
 pytest.importorskip("proton", reason="pip install '.[amqp10]' (qpid-proton)")
-
-# The reconnect pace of these configs: the waits below derive from it.
-RECONNECT = {"initial_delay": 0.2, "max_delay": 2.0, "multiplier": 2.0}
 
 
 def plugin_enabled() -> bool:
@@ -30,15 +35,6 @@ def amqp10_broker() -> str:
     return f"amqp10://guest:guest@{BROKER_HOST}"
 
 
-def config(url: str, address: str, out: Path, **binding: object) -> dict:
-    return {
-        "broker": {"url": url, "heartbeat": 10},
-        "reconnect": RECONNECT,
-        "sinks": {"f": {"type": "file", "path": str(out)}},
-        "bindings": {"b": {"address": address, "sink": "f", **binding}},
-    }
-
-
 def test_reads_what_a_0_9_1_publisher_routed(broker, uid, tmp_path, start_bridged, amqp10_broker):
     """A 0-9-1 publisher routes through a topic exchange; bridged reads the queue over AMQP 1.0, all of it."""
     exchange, queue, out = f"test.a10.{uid}", f"bridged.test.{uid}", tmp_path / "out.log"
@@ -46,7 +42,7 @@ def test_reads_what_a_0_9_1_publisher_routed(broker, uid, tmp_path, start_bridge
     broker.channel.queue_declare(queue, durable=True, auto_delete=False)
     broker.channel.queue_bind(queue, exchange, "notifications.*")
     broker.queues.add(queue)
-    bridged = start_bridged(config(amqp10_broker, f"/amq/queue/{queue}", out, format="json"))
+    bridged = start_bridged(amqp10_config(amqp10_broker, f"/amq/queue/{queue}", out, format="json"))
     bridged.wait_event("consuming")
     for i in range(300):
         broker.publish(exchange, "notifications.info", f'{{"n": {i}, "password": "s3cret"}}', message_id=f"id-{i}")
@@ -63,7 +59,7 @@ def test_kill_9_and_close_all_connections_lose_nothing(broker, uid, tmp_path, st
     queue, out = f"bridged.test.{uid}", tmp_path / "out.log"
     broker.channel.queue_declare(queue, durable=True, auto_delete=False)
     broker.queues.add(queue)
-    cfg = config(amqp10_broker, f"/amq/queue/{queue}", out)
+    cfg = amqp10_config(amqp10_broker, f"/amq/queue/{queue}", out)
     count = 6000
     for i in range(count):
         broker.publish("", queue, f"m-{i:06d}")
@@ -97,11 +93,11 @@ def test_refusals_are_one_clear_line(broker, uid, tmp_path, start_bridged, amqp1
     broker.channel.queue_declare(queue, durable=True, auto_delete=False)
     broker.queues.add(queue)
     url = amqp10_broker.replace("guest:guest", f"guest:{password}")
-    bridged = start_bridged(config(url, address.format(queue=queue), tmp_path / "out.log"))
+    bridged = start_bridged(amqp10_config(url, address.format(queue=queue), tmp_path / "out.log"))
     bridged.wait_event("broker_refused", timeout=30)
     event = next(e for e in bridged.events() if e.get("event") == "broker_refused")
     assert expected in event["reason"], event
-    assert event["retry_in"] == RECONNECT["max_delay"]
+    assert event["retry_in"] == AMQP10_RECONNECT["max_delay"]
     assert "Wr0ngPass" not in bridged.stderr_path.read_text()
 
 
@@ -110,7 +106,7 @@ def test_an_independent_amqp10_peer_unsettled_and_presettled(tmp_path, start_bri
     peer = ProtonPeer(count=500)
     try:
         out = tmp_path / "peer.log"
-        bridged = start_bridged(config(f"amqp10://127.0.0.1:{peer.port}", "orders", out,
+        bridged = start_bridged(amqp10_config(f"amqp10://127.0.0.1:{peer.port}", "orders", out,
                                        format="{routing_key} {body}"))  # fmt: skip
         wait_until(lambda: len(read_lines(out)) >= 500, 30, "500 lines from the peer")
         wait_until(lambda: len(peer.outcomes) >= 500, 30, "500 outcomes at the peer")
@@ -122,7 +118,7 @@ def test_an_independent_amqp10_peer_unsettled_and_presettled(tmp_path, start_bri
     presettled = ProtonPeer(count=5, presettled=True)
     try:
         out = tmp_path / "presettled.log"
-        bridged = start_bridged(config(f"amqp10://127.0.0.1:{presettled.port}", "orders", out))
+        bridged = start_bridged(amqp10_config(f"amqp10://127.0.0.1:{presettled.port}", "orders", out))
         bridged.wait_event("broker_refused", timeout=30)
         reason = next(e for e in bridged.events() if e.get("event") == "broker_refused")["reason"]
         assert "pre-settled (at most once" in reason
@@ -150,7 +146,7 @@ def test_check_connect_attaches_without_taking(broker, uid, tmp_path, amqp10_bro
     ]  # fmt: skip
     for i, (url, address, code, expected) in enumerate(cases):
         path = tmp_path / f"check{i}.yaml"
-        path.write_text(yaml.safe_dump(config(url, address, tmp_path / "out.log")))
+        path.write_text(yaml.safe_dump(amqp10_config(url, address, tmp_path / "out.log")))
         result = tool("--config", str(path), "--check", "--connect")
         assert result.returncode == code, result.stderr
         assert expected in result.stdout + result.stderr
@@ -167,7 +163,7 @@ def test_messages_larger_than_a_frame_are_assembled(broker, uid, tmp_path, start
     count = 3
     for i in range(count):
         broker.publish("", queue, f"m{i}:".encode() + b"x" * (size - 3))
-    bridged = start_bridged(config(amqp10_broker, f"/amq/queue/{queue}", out))
+    bridged = start_bridged(amqp10_config(amqp10_broker, f"/amq/queue/{queue}", out))
     wait_until(lambda: len(read_lines(out)) >= count, 120, f"{count} messages of {size} bytes")
     assert [len(line) for line in read_lines(out)] == [size] * count
     wait_until(lambda: queue_counts(queue) == (0, 0), 30, "every delivery settled")
@@ -221,7 +217,7 @@ def test_a_hostile_peer_cannot_wedge_the_binding(tmp_path, start_bridged, case):
     peer = ProtonPeer(count=20, first=HOSTILE[case])
     try:
         out = tmp_path / "peer.log"
-        cfg = config(f"amqp10://127.0.0.1:{peer.port}", "orders", out, format="json")
+        cfg = amqp10_config(f"amqp10://127.0.0.1:{peer.port}", "orders", out, format="json")
         cfg["broker"]["max_message_size"] = 16 * 1024 * 1024  # the huge one is past it
         bridged = start_bridged(cfg)
         wait_until(lambda: len(peer.outcomes) >= 21, 60, "21 outcomes at the peer")
@@ -240,3 +236,53 @@ def test_a_hostile_peer_cannot_wedge_the_binding(tmp_path, start_bridged, case):
         assert bridged.count("reconnect_scheduled") == 0 and bridged.count("broker_refused") == 0
     finally:
         peer.close()
+
+
+# -- bridged tail and bridged publish over AMQP 1.0 (#26) ----------------------------------------------------------
+
+
+def test_tail_does_not_pretend_to_browse_rabbitmq_and_consume_takes_only_what_it_printed(broker, uid, amqp10_broker):
+    """RabbitMQ 3.x answers a browsing link as if it browsed and then holds the messages: tail refuses it in one
+    line, taking nothing; --consume --count 2 takes exactly the two it printed."""
+    queue = f"bridged.test.{uid}"
+    broker.channel.queue_declare(queue, durable=True, auto_delete=False)
+    broker.queues.add(queue)
+    for i in range(5):
+        broker.publish("", queue, f"q-{i}")
+    url = f"{amqp10_broker}//amq/queue/{queue}"
+    refused = tool("tail", url, "--count", "1")
+    assert refused.returncode == 2 and refused.stdout == "", refused
+    assert refused.stderr.count("\n") == 1 and "does not browse" in refused.stderr and "--consume" in refused.stderr
+    assert "guest:guest" not in refused.stderr
+    assert queue_counts(queue) == (5, 0)
+    taken = tool("tail", url, "--consume", "--count", "2", "-f", "{body}")
+    assert (taken.returncode, taken.stdout.split()) == (0, ["q-0", "q-1"]), taken.stderr
+    wait_until(lambda: queue_counts(queue) == (3, 0), 30, "three left, none held")
+
+
+def test_publish_is_read_back_whole_and_every_outcome_is_counted(broker, uid, amqp10_broker):
+    """publish over AMQP 1.0: an independent proton receiver reads every property back; a peer that rejects
+    every other message makes it say so and exit 5."""
+    from tests.integration.amqp10peer import receive
+
+    queue = f"bridged.test.{uid}"
+    broker.channel.queue_declare(queue, durable=True, auto_delete=False)
+    broker.queues.add(queue)
+    sent = tool("publish", f"{amqp10_broker}//amq/queue/{queue}", '{"n": 1}', "--count", "3", "--persistent",
+                "--subject", "notifications.info", "-H", "tenant=t1", "--property", "message_id=m-1",
+                "--property", "correlation_id=c-1", "--property", "content_type=application/json",
+                "--property", "expiration=600000")  # fmt: skip
+    assert (sent.returncode, sent.stdout.strip()) == (0, "3 sent, 3 accepted"), sent.stderr
+    got = receive(f"{amqp10_broker}", f"/amq/queue/{queue}", 3, 30)
+    assert len(got) == 3
+    message = got[0]
+    assert bytes(message.body) == b'{"n": 1}' and message.subject == "notifications.info"
+    assert (message.id, message.correlation_id, message.content_type) == ("m-1", "c-1", "application/json")
+    assert message.durable and message.properties == {"tenant": "t1"}
+    peer = ProtonPeer(count=0, answers=("accepted", "rejected"))
+    try:
+        half = tool("publish", f"amqp10://127.0.0.1:{peer.port}/orders", "x", "--count", "4")
+    finally:
+        peer.close()
+    assert (half.returncode, half.stdout.strip()) == (5, "4 sent, 2 accepted, 2 rejected"), half.stderr
+    assert [answer for _, answer in peer.received] == ["accepted", "rejected"] * 2

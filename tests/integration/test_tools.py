@@ -246,7 +246,7 @@ def test_tail_timeout_binding_and_usage_errors(vhost, tmp_path, tails):
         (("--url", url, "glance", "--count", "0"), "must be at least 1"),
         (("--url", vhost_url(vhost, "Wr0ngPass"), "glance"), "ACCESS_REFUSED"),
         ((), "name the EXCHANGE to watch"),
-        (("--url", "amqp10://guest:guest@127.0.0.1", "q"), "the tools speak AMQP 0-9-1 only"),
+        (("--url", "amqp10://guest:guest@127.0.0.1", "q"), "RabbitMQ does not browse address 'q'"),
     ]:
         result = tool("tail", *args)
         assert result.returncode == 2, (args, result.stderr)
