@@ -1,14 +1,18 @@
-"""Throughput on one pre-filled queue: bridged against a compiled Go consumer (the ceiling), py-amqp and kombu.
+"""Throughput on one pre-filled queue: bridged against a C consumer that writes what it reads (the ceiling).
 
 Each contender drains the same --count persistent ~600-byte JSON messages
 (oslo 2.0 notifications for the oslo format) from a durable queue, in turn,
-best of --rounds, in one run. The ceiling is a Go consumer on amqp091-go
-(bench/go/consumer.go, built offline from Debian's golang-go and
-golang-github-rabbitmq-amqp091-go-dev) that writes nothing: with no acks,
-and acking in batches of 256 under prefetch 1000 as bridged does; ratios
-are to the batch-acking one. bridged runs as a real `bridged --config`
-process with redaction on (the default), writing to a file sink; its CPU
-time per message is printed too (steadier than msg/s on a shared machine).
+best of --rounds, in one run. The ceiling is the thinnest client there is:
+a C consumer on rabbitmq-c (bench/c/consumer.c, built offline from Debian's
+librabbitmq-dev) that acks in batches of 256 under prefetch 1000, as
+bridged does, and writes every body and a newline to a file, one write()
+per batch before its ack; ratios are to it. Beside it: the same C consumer
+with no acks and writing nothing (what the broker can push), a Go consumer
+on amqp091-go (bench/go/consumer.go, from Debian's golang-go and
+golang-github-rabbitmq-amqp091-go-dev), bare py-amqp and kombu. bridged runs
+as a real `bridged --config` process with redaction on (the default),
+writing to a file sink; CPU time per message is printed for the processes
+the bench starts (steadier than msg/s on a shared machine).
 
     python bench/throughput.py [--count 100000] [--rounds 1] [--compare-with DIR]
 
@@ -38,6 +42,7 @@ from kombu import Connection, Consumer, Queue
 from bridged.amqpio import FAST_PATH_ENV
 
 GO_SOURCE = Path(__file__).resolve().parent / "go" / "consumer.go"
+C_SOURCE = Path(__file__).resolve().parent / "c" / "consumer.c"
 GOPATH = "/usr/share/gocode"  # where Debian's golang-github-rabbitmq-amqp091-go-dev puts the library
 
 
@@ -51,6 +56,32 @@ def build_go_consumer(directory: Path) -> Path | None:
            "GOFLAGS": "", "GOPROXY": "off"}  # fmt: skip
     subprocess.run(["go", "build", "-o", str(binary), str(GO_SOURCE)], env=env, check=True, timeout=300)
     return binary
+
+
+def build_c_consumer(directory: Path) -> Path:
+    """Build bench/c/consumer.c with Debian's librabbitmq-dev (the ceiling: the bench needs it)."""
+    if shutil.which("gcc") is None or not Path("/usr/include/amqp.h").exists():
+        raise SystemExit("the C ceiling needs gcc and rabbitmq-c: apt-get install gcc librabbitmq-dev")
+    binary = directory / "c-consumer"
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(C_SOURCE), "-lrabbitmq"], check=True, timeout=300)
+    return binary
+
+
+def c_consumer(binary: Path, queue: str, count: int, ack_batch: int, write: bool,
+               cpu: dict[str, float] | None = None, name: str = "") -> float:  # fmt: skip
+    """Seconds the C consumer took to drain *count* messages (*write*: every body to a file); its CPU per
+    message goes to *cpu*[*name*]."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [str(binary), "--queue", queue, "--count", str(count), "--ack-batch", str(ack_batch)]
+        if write:
+            command += ["--output", str(Path(tmp) / "out.log")]
+        before = os.times()
+        out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+        after = os.times()
+    if cpu is not None:
+        used = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+        cpu[name] = min(cpu.get(name, float("inf")), used * 1e6 / count)
+    return float(json.loads(out.stdout)["seconds"])
 
 
 def go_consumer(binary: Path, queue: str, count: int, ack_batch: int) -> float:
@@ -106,8 +137,9 @@ def kombu_per_message_ack(queue: str, count: int) -> float:
         return (time.monotonic() - started) * count / (count - 1)
 
 
-GO_NO_ACK = "Go amqp091, no ack, no write"
 GO_BATCH = "Go amqp091, ack per 256, no write"
+C_NO_ACK = "C rabbitmq-c, no ack, no write"
+C_WRITER = "C rabbitmq-c, ack per 256, writes"
 
 
 def main() -> int:
@@ -125,6 +157,7 @@ def main() -> int:
     queue = f"bridged.bench.{os.getpid()}"
     build_dir = Path(tempfile.mkdtemp(prefix="bridged-bench-go-"))
     binary = build_go_consumer(build_dir)
+    c_binary = build_c_consumer(build_dir)
     cpu: dict[str, float] = {}
 
     def bridged(fmt: str, name: str, env: dict[str, str] | None = None, source: Path | None = None
@@ -137,9 +170,11 @@ def main() -> int:
 
         return run
 
-    contenders: dict[str, Callable[[], float]] = {}
+    contenders: dict[str, Callable[[], float]] = {
+        C_NO_ACK: lambda: c_consumer(c_binary, queue, count, 0, False, cpu, C_NO_ACK),
+        C_WRITER: lambda: c_consumer(c_binary, queue, count, 256, True, cpu, C_WRITER),
+    }
     if binary is not None:
-        contenders[GO_NO_ACK] = lambda: go_consumer(binary, queue, count, 0)
         contenders[GO_BATCH] = lambda: go_consumer(binary, queue, count, 256)
     contenders.update({
         "py-amqp, no ack, no write": lambda: ceiling(queue, count),
@@ -167,10 +202,9 @@ def main() -> int:
     finally:
         delete_queue(queue)
         shutil.rmtree(build_dir, ignore_errors=True)
-    top_name = GO_BATCH if GO_BATCH in best else "py-amqp, no ack, no write"
-    top = best[top_name]
-    print(f"\n{count} persistent ~600-byte messages, best of {args.rounds} round(s); ceiling: {top_name}")
-    print(f"{'contender':40s} {'msg/s':>9s} {'x ceiling':>10s} {'CPU us/msg':>11s}")
+    top = best[C_WRITER]
+    print(f"\n{count} persistent ~600-byte messages, best of {args.rounds} round(s); ceiling: {C_WRITER}")
+    print(f"{'contender':40s} {'msg/s':>9s} {'x C writer':>10s} {'CPU us/msg':>11s}")
     for name, rate in best.items():
         us = f"{cpu[name]:11.1f}" if name in cpu else f"{'':11s}"
         print(f"{name:40s} {rate:9.0f} {rate / top:10.2f} {us}")
