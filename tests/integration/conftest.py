@@ -338,6 +338,16 @@ def amqp10_config(url: str, address: str, out: Path, **binding: Any) -> dict[str
     }
 
 
+def pipe_full(fd: int) -> bool:
+    """Whether the pipe read through *fd* holds close to its 64 KiB (FIONREAD): its writer is blocked."""
+    import fcntl
+    import struct
+    import termios
+
+    pending = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    return pending > 60_000
+
+
 def fanout_binding(broker: Broker, uid: str, **extra: Any) -> tuple[str, str, dict[str, Any]]:
     """A fanout exchange and a queue of the test's own (deleted after it), and a binding of them with *extra*."""
     exchange, queue = f"test.{uid}", f"bridged.test.{uid}"

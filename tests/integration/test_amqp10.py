@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -12,6 +14,7 @@ from tests.integration.conftest import (
     AMQP10_RECONNECT,
     BROKER_HOST,
     amqp10_config,
+    pipe_full,
     queue_counts,
     rabbitmqctl,
     read_lines,
@@ -286,3 +289,26 @@ def test_publish_is_read_back_whole_and_every_outcome_is_counted(broker, uid, am
         peer.close()
     assert (half.returncode, half.stdout.strip()) == (5, "4 sent, 2 accepted, 2 rejected"), half.stderr
     assert [answer for _, answer in peer.received] == ["accepted", "rejected"] * 2
+
+
+def test_a_consuming_tail_killed_with_a_full_stdout_takes_only_what_it_printed(broker, uid, amqp10_broker):
+    """tail --consume whose reader stopped reading: its pipe fills and it blocks with one message in hand
+    (credit 1). kill -9: what it printed is taken, everything else is back in the queue, nothing unacked."""
+    queue, count = f"bridged.test.{uid}", 1000
+    broker.channel.queue_declare(queue, durable=True, auto_delete=False)
+    broker.queues.add(queue)
+    for i in range(count):
+        broker.publish("", queue, f"k-{i:05d}-" + "x" * 200)
+    reader, writer = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "bridged", "tail", f"{amqp10_broker}//amq/queue/{queue}",
+                             "--consume", "-f", "{body}"], stdout=writer)  # fmt: skip
+    os.close(writer)
+    try:
+        wait_until(lambda: pipe_full(reader), 60, "tail blocked on a full pipe")
+    finally:
+        proc.kill()
+        proc.wait(30)
+    with os.fdopen(reader, "rb") as pipe:
+        printed = [line for line in pipe.read().splitlines() if line.endswith(b"x")]
+    assert 0 < len(printed) < count
+    wait_until(lambda: queue_counts(queue) == (count - len(printed), 0), 30, "the rest ready again, none held")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import AMQP10_RECONNECT, amqp10_config, read_lines, tool, wait_until
+from tests.integration.conftest import AMQP10_RECONNECT, amqp10_config, pipe_full, read_lines, tool, wait_until
 
 pytest.importorskip("proton", reason="pip install '.[amqp10]' (qpid-proton)")
 
@@ -97,7 +97,7 @@ def test_tail_browses_consume_takes_and_a_killed_tail_holds_nothing(apache, tmp_
     proc = subprocess.Popen([sys.executable, "-m", "bridged", "tail", f"{apache.url}/bridged.kill", "--consume",
                              "-f", "{body}"], stdout=writer)  # fmt: skip
     os.close(writer)
-    wait_until(lambda: _pipe_full(reader), START_LIMIT, "tail blocked on a full pipe")
+    wait_until(lambda: pipe_full(reader), START_LIMIT, "tail blocked on a full pipe")
     proc.kill()
     proc.wait(START_LIMIT)
     with os.fdopen(reader, "rb") as pipe:
@@ -107,16 +107,6 @@ def test_tail_browses_consume_takes_and_a_killed_tail_holds_nothing(apache, tmp_
     assert set(printed) | set(rest) == set(expected)  # nothing lost, nothing locked by the dead tail
     assert len(printed) + len(rest) - len(expected) <= 1  # at most the one in hand is both printed and back
     assert 0 < len(printed) < 1000
-
-
-def _pipe_full(fd: int) -> bool:
-    """Whether the pipe behind *fd* holds close to its 64 KiB (FIONREAD)."""
-    import fcntl
-    import struct
-    import termios
-
-    pending = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-    return pending > 60_000
 
 
 def test_publish_keeps_every_property_and_check_connect_takes_nothing(apache, tmp_path):
