@@ -288,7 +288,7 @@ def lenient_decode(data: bytes) -> tuple[dict[str, Any], str, str, bool, bytes, 
                 elif name == "creation_time":
                     properties["timestamp"] = int(field) // 1000
                 else:
-                    properties[name] = field if isinstance(field, str) else _text(field)
+                    properties[name] = field if isinstance(field, str) else text_of(field)
         elif code == APPLICATION_PROPERTIES and isinstance(value, dict):
             headers = value
         elif code == DATA and isinstance(value, bytes):
@@ -301,8 +301,8 @@ def lenient_decode(data: bytes) -> tuple[dict[str, Any], str, str, bool, bytes, 
         headers = {**(headers or {}), "x-delivery-count": count}
     if headers:
         properties["application_headers"] = headers
-    exchange = _text(annotations.get("x-opt-exchange-name") or "")
-    routing_key = _text(annotations.get("x-opt-routing-key") or subject or "")
+    exchange = text_of(annotations.get("x-opt-exchange-name") or "")
+    routing_key = text_of(annotations.get("x-opt-routing-key") or subject or "")
     if body_parts:
         body = b"".join(body_parts)
     elif isinstance(body_value, str):
@@ -328,7 +328,8 @@ def _raw_text(data: bytes, section: int) -> bytes | None:
     return None
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
+    """A decoded AMQP value as text: str as it is, bytes decoded (bad UTF-8 replaced), anything else str()."""
     return (
         value
         if isinstance(value, str)

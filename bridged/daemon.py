@@ -14,7 +14,6 @@ import fcntl
 import os
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from typing import TextIO
 
@@ -86,13 +85,14 @@ class Starter:
         self.failed = failed
 
 
-def daemonize(pidfile: Pidfile | None, run: Callable[[Starter], int]) -> int:
+def daemonize(pidfile: Pidfile | None, run: Callable[[Starter], int], report: Callable[[str, int], int]) -> int:
     """Detach and call ``run(starter)`` in the daemon; returns the starter's exit code.
 
     The daemon calls ``starter.ready()`` once it runs: only then does the
     starting process exit 0. ``starter.failed(message, code)`` sends one line
-    back, which the starting process prints (the daemon's stderr is gone)
-    before exiting with *code*. If the daemon dies first, the starter exits 1.
+    back, which the starting process hands to ``report(message, code)`` (the
+    command line's one-line error: the daemon's stderr is gone). If the daemon
+    dies first, the starter exits 1.
     """
     if pidfile is not None:
         pidfile.acquire()
@@ -110,8 +110,7 @@ def daemonize(pidfile: Pidfile | None, run: Callable[[Starter], int]) -> int:
             return 0
         if answer.startswith(ERROR_TOKEN):
             told, _, message = answer[len(ERROR_TOKEN) :].partition(b" ")
-            print(f"bridged: {message.decode('utf-8', 'replace').strip()}", file=sys.stderr)
-            return int(told) if told.isdigit() else 1
+            return report(message.decode("utf-8", "replace").strip(), int(told) if told.isdigit() else 1)
         return 1
     os.close(ready_read)
     preserve = [ready_write] + ([pidfile.fd] if pidfile is not None and pidfile.fd is not None else [])

@@ -19,7 +19,7 @@ from typing import Any
 
 import proton
 
-from bridged.amqp10wire import Malformed, acquired_before, check_sections, lenient_decode
+from bridged.amqp10wire import Malformed, acquired_before, check_sections, lenient_decode, text_of
 
 try:
     from cproton import (  # type: ignore[import-untyped]
@@ -47,6 +47,7 @@ try:
         pn_message_get_subject,
         pn_message_get_user_id,
         pn_message_is_durable,
+        pn_message_is_first_acquirer,
         pn_message_properties,
     )  # fmt: skip
     from proton._data import Data
@@ -67,16 +68,6 @@ class ProtonUnfit(ImportError):
 
 # (properties, exchange, routing key, redelivered, body, why it is written marked or None)
 Decoded = tuple[dict[str, Any], str, str, bool, bytes, str | None]
-
-
-def _text(value: Any) -> str:
-    return (
-        value
-        if isinstance(value, str)
-        else value.decode("utf-8", "replace")
-        if isinstance(value, bytes)
-        else str(value)
-    )
 
 
 _TEXT_FIELDS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
@@ -145,10 +136,10 @@ def _decode(message: proton.Message, data: bytes) -> Decoded:
     for key, getter in _TEXT_FIELDS:
         value = getter(msg)
         if value:
-            properties[key] = _text(value)
+            properties[key] = text_of(value)
     for key, value in (("message_id", message.id), ("correlation_id", message.correlation_id)):
         if value is not None:
-            properties[key] = _text(value)
+            properties[key] = text_of(value)
     created = pn_message_get_creation_time(msg)
     if created:
         properties["timestamp"] = created // 1000  # AMQP 1.0 counts milliseconds
@@ -161,10 +152,11 @@ def _decode(message: proton.Message, data: bytes) -> Decoded:
     if headers:
         properties["application_headers"] = headers
     annotations = _map(pn_message_annotations(msg)) or {}
-    exchange = _text(annotations.get("x-opt-exchange-name") or "")
+    exchange = text_of(annotations.get("x-opt-exchange-name") or "")
     # RabbitMQ 3.x puts a 0-9-1 message's routing key in the subject; Qpid and Artemis annotate it.
-    routing_key = _text(annotations.get("x-opt-routing-key") or pn_message_get_subject(msg) or "")
-    redelivered = bool(count) or acquired_before(data)
+    routing_key = text_of(annotations.get("x-opt-routing-key") or pn_message_get_subject(msg) or "")
+    # RabbitMQ writes first-acquirer true on a first delivery: only a false (or absent) one needs the bytes.
+    redelivered = bool(count) or (not pn_message_is_first_acquirer(msg) and acquired_before(data))
     body = Data(pn_message_body(msg))
     return (properties, exchange, routing_key, redelivered, _body_bytes(body.get_object() if body.next() else None),
             None)  # fmt: skip

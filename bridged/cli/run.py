@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.daemon:
             return daemonize(pidfile, lambda starter: _serve(config, args, log_stream_for_daemon(args.log_file),
-                                                              starter))  # fmt: skip
+                                                              starter), fail)  # fmt: skip
         if pidfile is not None:
             pidfile.acquire()
         log_stream = open_log_file(args.log_file) if args.log_file else None
