@@ -14,7 +14,7 @@ as a real `bridged --config` process with redaction on (the default),
 writing to a file sink; CPU time per message is printed for the processes
 the bench starts (steadier than msg/s on a shared machine).
 
-    python bench/throughput.py [--count 100000] [--rounds 1] [--compare-with DIR]
+    python bench/throughput.py [--count 100000] [--rounds 1] [--compare-with DIR] [--only TEXT ...]
 
 --compare-with DIR adds bridged contenders run from another checkout (e.g.
 `git worktree add /tmp/before HEAD~3`): a redesign measured before and after
@@ -152,6 +152,12 @@ def main() -> int:
         metavar="DIR",
         help="also run the bridged of this checkout (before/after a change, in one run)",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="run only the contenders whose name contains TEXT (repeatable; the ceiling always runs)",
+    )
     args = parser.parse_args()
     count = args.count
     queue = f"bridged.bench.{os.getpid()}"
@@ -191,6 +197,9 @@ def main() -> int:
         for fmt in ("raw", "json", "oslo"):
             name = f"{other.name} format={fmt}"
             contenders[name] = bridged(fmt, name, source=other)
+    if args.only:
+        contenders = {name: run for name, run in contenders.items()
+                      if name == C_WRITER or any(text in name for text in args.only)}  # fmt: skip
     best: dict[str, float] = {}
     try:
         for _ in range(args.rounds):

@@ -14,7 +14,9 @@ from typing import Any, Protocol
 
 from bridged.delivery import Delivery
 
-Deliver = Callable[[Delivery], None]
+# A session's delivery callback: False once the worker's batch is full (a session that reads many
+# deliveries at once stops there and returns from pump(), so the worker can flush).
+Deliver = Callable[[Delivery], bool]
 
 # How the worker treats a failure (Source.classify); None means a bug: logged with its traceback.
 REFUSED = "refused"  # the broker refused what the config asks for: retrying at once will not help

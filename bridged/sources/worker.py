@@ -111,6 +111,7 @@ class BindingWorker:
         self.sink_names = tuple(sink.name for sink in self.sinks)
         self.stats = BindingStats()
         self._backlog_interval = backlog_interval  # None: never read the queue's depth
+        self._batch_size = binding.batch_size
         # A session sends heartbeats only when pumped: pump several times per interval, so a
         # short heartbeat survives a loaded machine (at most once a second: idle cost).
         self._tick = min(IDLE_WAKEUP, broker.heartbeat / 4) if broker.heartbeat else IDLE_WAKEUP
@@ -276,7 +277,7 @@ class BindingWorker:
     def _session_life(self, url: str, connect_backoff: Backoff) -> None:
         """One connection's life: returns when asked to stop, raises on any failure."""
         try:
-            session = self.source.open(url, self._on_delivery, self.stop_requested)
+            session = self.source.open(url, self._take, self.stop_requested)
         except Stopped:
             return
         self._session = session
@@ -306,6 +307,12 @@ class BindingWorker:
 
     def _new_batch(self) -> Batch:
         return Batch(len(self._extra_formats), len(self.sinks))
+
+    def _take(self, delivery: Delivery) -> bool:
+        """The sessions' delivery callback: hold *delivery*; False once the batch is due for a flush by size."""
+        self._on_delivery(delivery)
+        batch = self._batch
+        return len(batch.lines) + batch.dropped < self._batch_size
 
     def _on_delivery(self, delivery: Delivery) -> None:
         """A session's delivery callback: format and hold the line; no I/O here (the hot path)."""
