@@ -17,6 +17,8 @@ import amqp
 import yaml
 
 HOST = os.environ.get("BRIDGED_BENCH_BROKER", "127.0.0.1:5672")
+# The checkout these benchmarks belong to: its bridged is the one they run (unless told another).
+CHECKOUT = Path(__file__).resolve().parent.parent
 URL = f"amqp://guest:guest@{HOST}//"
 
 
@@ -162,13 +164,14 @@ def run_bridged(queue: str, count: int, fmt: str = "raw", extra: dict[str, Any] 
         config_path = Path(tmp) / "bridged.yaml"
         config_path.write_text(yaml.safe_dump(config))
         child_env = {**os.environ, **(env or {})}
-        if source is not None:
-            child_env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(source), child_env.get("PYTHONPATH"))))
+        tree = source or CHECKOUT
+        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(tree), child_env.get("PYTHONPATH"))))
         proc = subprocess.Popen(
             [sys.executable, "-m", "bridged", "--config", str(config_path), "--log-level", "warning"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL if env else None,  # the fallback's warning is expected there
             env=child_env,
+            cwd=tree,  # `-m` puts the working directory first on sys.path: it must be the tree under test
         )
         try:
             counter = LineCounter(output or out, "*.log" if path_template else None)
