@@ -73,22 +73,54 @@ def record(delivery: Delivery, binding: str, redactor: Redactor | None = None) -
 # What most publishers set: a persistent message and nothing else.
 _PLAIN_PROPERTIES = {"delivery_mode": 2}
 _PLAIN_PROPERTIES_JSON = '{"delivery_mode":2}'
+# Quoted exchange and routing key names remembered per formatter.
+MAX_QUOTED_NAMES = 1024
 
 
-def prefix(delivery: Delivery, binding_json: str, redactor: Redactor | None) -> str:
-    """The json record up to (not including) the body, built as text: no dict, no encoder pass."""
-    props = delivery.properties
-    return (
-        f'{{"binding":{binding_json},"exchange":{quote(str(delivery.exchange))},'
-        f'"routing_key":{quote(str(delivery.routing_key))},'
-        f'"redelivered":{"true" if delivery.redelivered else "false"},"received_at":"{utc_now()}",'
-        f'"properties":'
-        f"{_PLAIN_PROPERTIES_JSON if props == _PLAIN_PROPERTIES else dump(properties(props, redactor)).decode()}"
-    )
+class RecordPrefix:
+    """The json record up to (not including) the body, built as text: no dict, no encoder pass.
+
+    One per formatter, remembering what repeats from message to message: the
+    properties' JSON for the last properties seen (the AMQP 0-9-1 reader hands
+    one shared, read-only dict to every delivery with the same content header)
+    and the quoted exchange and routing key names.
+    """
+
+    __slots__ = ("_binding_json", "_names", "_properties", "_properties_json", "_redactor")
+
+    def __init__(self, binding: str, redactor: Redactor | None) -> None:
+        self._binding_json = quote(binding)
+        self._redactor = redactor
+        self._properties: Mapping[str, Any] | None = None
+        self._properties_json = ""
+        self._names: dict[str, str] = {}
+
+    def __call__(self, delivery: Delivery) -> str:
+        props = delivery.properties
+        if props is not self._properties:
+            self._properties_json = (_PLAIN_PROPERTIES_JSON if props == _PLAIN_PROPERTIES
+                                     else dump(properties(props, self._redactor)).decode())  # fmt: skip
+            self._properties = props
+        return (
+            f'{{"binding":{self._binding_json},"exchange":{self._quoted(delivery.exchange)},'
+            f'"routing_key":{self._quoted(delivery.routing_key)},'
+            f'"redelivered":{"true" if delivery.redelivered else "false"},"received_at":"{utc_now()}",'
+            f'"properties":{self._properties_json}'
+        )
+
+    def _quoted(self, name: str) -> str:
+        """*name* as a JSON string; exchanges and routing keys repeat, so most are quoted once."""
+        quoted = self._names.get(name)
+        if quoted is None:
+            quoted = quote(str(name))
+            if len(self._names) >= MAX_QUOTED_NAMES:
+                self._names.clear()  # a routing key per message: bounded, start over
+            self._names[name] = quoted
+        return quoted
 
 
 def make_json(binding: str, redactor: Redactor | None = None) -> LineFormatter:
-    binding_json = quote(binding)
+    prefix = RecordPrefix(binding, redactor)
 
     def format_json(delivery: Delivery) -> bytes:
         body = delivery.body
@@ -97,13 +129,13 @@ def make_json(binding: str, redactor: Redactor | None = None) -> LineFormatter:
                 value = check_json(body)
             except ValueError:
                 text = quote(body.decode("ascii"))
-                return f'{prefix(delivery, binding_json, redactor)},"body":{text}}}'.encode("ascii")
+                return f'{prefix(delivery)},"body":{text}}}'.encode("ascii")
             inner = envelope_inner(value) if redactor is not None else None
             if redactor is not None and body_needs_redaction(value, redactor, inner):
                 body = redacted_text(value, redactor, inner)  # type: ignore[assignment]
                 if body is None:
                     return dump(record(delivery, binding, redactor))
-            return b"".join((prefix(delivery, binding_json, redactor).encode("ascii"), b',"body":', body, b"}"))
+            return b"".join((prefix(delivery).encode("ascii"), b',"body":', body, b"}"))
         return dump(record(delivery, binding, redactor))
 
     return format_json

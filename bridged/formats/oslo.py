@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridged.delivery import Delivery
-from bridged.formats.jsonline import RECORD_KEYS, prefix, properties, record
+from bridged.formats.jsonline import RECORD_KEYS, RecordPrefix, properties, record
 from bridged.formats.jsontext import check_json, dump, quote, splice_safe
 from bridged.formats.masking import redact_body, redact_or_mark, redacted_text
 from bridged.formats.notification import unwrap_oslo
@@ -12,12 +12,12 @@ from bridged.redact import Redactor
 
 
 def make_oslo(binding: str, redactor: Redactor | None = None) -> LineFormatter:
-    binding_json = quote(binding)
+    prefix = RecordPrefix(binding, redactor)
 
     def format_oslo(delivery: Delivery) -> bytes:
         body = delivery.body
         if type(body) is bytes and body.isascii():
-            spliced = _splice_oslo(delivery, body, binding_json, redactor)
+            spliced = _splice_oslo(delivery, body, prefix, redactor)
             if spliced is not None:
                 return spliced
         rec = record(delivery, binding)  # unredacted: the message is unwrapped first, then masked
@@ -38,7 +38,7 @@ def make_oslo(binding: str, redactor: Redactor | None = None) -> LineFormatter:
     return format_oslo
 
 
-def _splice_oslo(delivery: Delivery, body: bytes, binding_json: str, redactor: Redactor | None) -> bytes | None:
+def _splice_oslo(delivery: Delivery, body: bytes, prefix: RecordPrefix, redactor: Redactor | None) -> bytes | None:
     """The common oslo 2.0 envelope, unwrapped by copying the inner JSON text after the record's fields."""
     try:
         outer = check_json(body)
@@ -62,6 +62,4 @@ def _splice_oslo(delivery: Delivery, body: bytes, binding_json: str, redactor: R
             return None
         inner_text = rewritten.decode("ascii")
     inner_text = inner_text.strip()
-    return f'{prefix(delivery, binding_json, redactor)},"oslo.version":{quote(version)},{inner_text[1:]}'.encode(
-        "ascii"
-    )
+    return f'{prefix(delivery)},"oslo.version":{quote(version)},{inner_text[1:]}'.encode("ascii")

@@ -7,6 +7,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridged.delivery import Delivery
+from bridged.formats import make_formatter
 from bridged.formats.jsonline import make_json, record
 from bridged.formats.jsontext import dump
 from bridged.redact import DEFAULT_REDACT_KEYS, Redactor
@@ -57,3 +59,28 @@ def test_fast_and_general_paths_write_the_same_record(body, properties, redelive
     general = loads(dump(record(delivery, "b", redactor)))
     fast.pop("received_at"), general.pop("received_at")
     assert fast == general
+
+
+STREAMS = st.lists(
+    st.tuples(BODIES, st.integers(0, 2), st.sampled_from(["nova", "glance", "x\u00e9"]),
+              st.sampled_from(["notifications.info", "k\n", ""])),
+    min_size=1, max_size=12,
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(stream=STREAMS, pool=st.lists(PROPERTIES, min_size=3, max_size=3), fmt=st.sampled_from(["json", "oslo"]),
+       redact=st.booleans())  # fmt: skip
+def test_a_long_lived_formatter_writes_what_a_fresh_one_writes(stream, pool, fmt, redact):
+    """Property: the formatter's memory (the properties' JSON for a dict the reader shares between deliveries,
+    quoted names) never leaks one message's fields into another's line."""
+    redactor = REDACTOR if redact else None
+    long_lived = make_formatter(fmt, "b", redactor)
+    for body, which, exchange, routing_key in stream:
+        shared = pool[which]  # the same dict object for every delivery drawn from this slot, as the reader does
+        delivery = Delivery(body, exchange, routing_key, False, 1, shared)
+        fresh = make_formatter(fmt, "b", redactor)(Delivery(body, exchange, routing_key, False, 1, dict(shared)))
+        got = loads(long_lived(delivery))
+        want = loads(fresh)
+        got.pop("received_at", None), want.pop("received_at", None)
+        assert got == want
