@@ -1,7 +1,8 @@
 """AMQP 0-9-1 (RabbitMQ) for one binding: connect, declare, bind, consume, ack.
 
-Deliveries come through py-amqp's channel callback (no kombu Message per
-delivery: that halves throughput) and reach the worker as Delivery records.
+Deliveries are parsed by amqpio.DeliveryReader (py-amqp's channel callback
+only for what it hands to py-amqp: bodies in several frames, the fallback
+reader) and reach the worker as Delivery records; no kombu Message.
 The binding's queue and its bindings are declared on every connect (a
 restart may have wiped them). Another service's exchange is only checked,
 passively: while it is missing the session waits, checking on a side

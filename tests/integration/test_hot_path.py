@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import amqp
 
 from bridged.amqpio import (
@@ -65,3 +67,37 @@ def test_the_fallback_through_drain_events_delivers_everything(broker, uid, tmp_
         broker.publish(exchange, "k", f"m{i}")
     assert wait_lines(out, 500) == [f"m{i}" for i in range(500)]
     assert bridged.count("amqp_fast_path_off") == 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_side_channel_calls_mid_stream_lose_and_repeat_nothing(broker, uid, tmp_path, start_bridged):
+    """The queue's depth read every 0.1 s (a passive declare: py-amqp awaits its reply reading the buffer the
+    DeliveryReader shares, dispatching the deliveries it meets) while 20,000 messages stream in, some with
+    header tables and some bodies of several frames (py-amqp's to join): every one written once, in order."""
+    queue, out = f"bridged.test.{uid}", tmp_path / "out.log"
+    broker.queues.add(queue)
+    config = base_config({"f": {"type": "file", "path": str(out)}},
+                         {"b": {"exchange": "amq.direct", "exchange_type": "direct", "routing_keys": [queue],
+                                "queue": queue, "sink": "f"}},
+                         metrics={"listen": f"127.0.0.1:{free_port()}", "backlog_interval": 0.1})  # fmt: skip
+    bridged = start_bridged(config)
+    bridged.wait_event("consuming")
+    count, big = 20_000, 300_000  # a 300 kB body spans three frames of 128 kB
+    expected = [f"m{i}" + ("B" * big if i % 2000 == 999 else "") for i in range(count)]
+    conn = amqp.Connection(BROKER_HOST, userid="guest", password="guest")  # no confirms: as fast as it goes
+    conn.connect()
+    try:
+        channel = conn.channel()
+        for i, body in enumerate(expected):
+            headers = {"application_headers": {"seq": i % 7}} if i % 3 == 0 else {}
+            channel.basic_publish(amqp.Message(body, delivery_mode=2, **headers), exchange="amq.direct",
+                                  routing_key=queue)  # fmt: skip
+    finally:
+        conn.close()
+    assert wait_lines(out, count) == expected
+    assert bridged.count("reconnect_scheduled") == 0  # no frame went astray: the connection held
