@@ -34,8 +34,13 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from amqp import serialization as _serialization
 from amqp.exceptions import UnexpectedFrame
-from amqp.serialization import decode_properties_basic
+
+# py-amqp's own decoder of basic properties, for DeliveryReader: without it the reader stays off.
+decode_properties_basic: Callable[[Any, int], tuple[dict[str, Any], int]] | None = getattr(
+    _serialization, "decode_properties_basic", None
+)
 
 # Bytes asked of each recv(2). Measured with bench/throughput.py: larger
 # chunks save syscalls but py-amqp copies the surplus on every frame read,
@@ -49,7 +54,7 @@ DELIVERY_CHUNK = 65536
 # What the fast path uses of py-amqp beyond its public API (tests/integration/test_hot_path.py
 # fails loudly if a py-amqp release changes them; bridged then reads through drain_events()).
 TRANSPORT_INTERNALS = ("_quick_recv", "_read_buffer", "read_frame", "sock")
-CONNECTION_INTERNALS = ("on_inbound_frame",)
+CONNECTION_INTERNALS = ("on_inbound_frame", "bytes_recv")
 # BRIDGED_AMQP_FAST_PATH=0 reads through py-amqp's public drain_events() instead: a diagnostic,
 # and the speed of the fallback (bench/throughput.py --plain-reads measures it).
 FAST_PATH_ENV = "BRIDGED_AMQP_FAST_PATH"
@@ -78,7 +83,7 @@ def frame_reader(connection: Any, channel_id: int | None = None,
     """
     if os.environ.get(FAST_PATH_ENV, "1") != "0" and fast_path_fits(connection):
         enable_read_ahead(connection.transport)
-        if channel_id is not None and on_delivery is not None:
+        if channel_id is not None and on_delivery is not None and decode_properties_basic is not None:
             return DeliveryReader(connection, channel_id, on_delivery).read_frames, True
         return FrameWaiter(connection.transport).read_frames, True
     return _drain_events, False
@@ -242,7 +247,7 @@ class DeliveryReader(FrameWaiter):
     def _decode_properties(self, raw: bytes) -> tuple[Mapping[str, Any], str | None]:
         """py-amqp's decoding of a basic content header's property list: (properties, None), or ({}, why)."""
         try:
-            decoded: tuple[Mapping[str, Any], str | None] = (decode_properties_basic(raw, 0)[0], None)
+            decoded: tuple[Mapping[str, Any], str | None] = (decode_properties_basic(raw, 0)[0], None)  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - any decoding failure: the message is still delivered
             decoded = ({}, f"{type(exc).__name__}: {exc}"[:200])
         if len(raw) <= MAX_CACHED_HEADER:

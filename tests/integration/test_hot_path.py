@@ -10,6 +10,7 @@ from bridged.amqpio import (
     CONNECTION_INTERNALS,
     FAST_PATH_ENV,
     TRANSPORT_INTERNALS,
+    decode_properties_basic,
     fast_path_fits,
     frame_reader,
     tolerate_undecodable_properties,
@@ -26,6 +27,7 @@ def test_the_py_amqp_internals_of_the_fast_path_exist(broker, uid, monkeypatch):
         missing += [name for name in CONNECTION_INTERNALS if not hasattr(conn, name)]
         assert not missing, f"py-amqp {amqp.__version__} changed what the fast path uses: {missing}"
         assert fast_path_fits(conn)
+        assert decode_properties_basic is not None, f"py-amqp {amqp.__version__}: serialization.decode_properties_basic"
         assert tolerate_undecodable_properties(), f"py-amqp {amqp.__version__}: GenericContent._load_properties"
         channel = conn.channel()
         channel.auto_decode = False
