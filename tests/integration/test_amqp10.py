@@ -293,7 +293,7 @@ def test_publish_is_read_back_whole_and_every_outcome_is_counted(broker, uid, am
 
 def test_a_consuming_tail_killed_with_a_full_stdout_takes_only_what_it_printed(broker, uid, amqp10_broker):
     """tail --consume whose reader stopped reading: its pipe fills and it blocks with one message in hand
-    (credit 1). kill -9: what it printed is taken, everything else is back in the queue, nothing unacked."""
+    (credit 1). kill -9: everything it did not print is back in the queue, nothing unacked."""
     queue, count = f"bridged.test.{uid}", 1000
     broker.channel.queue_declare(queue, durable=True, auto_delete=False)
     broker.queues.add(queue)
@@ -311,4 +311,7 @@ def test_a_consuming_tail_killed_with_a_full_stdout_takes_only_what_it_printed(b
     with os.fdopen(reader, "rb") as pipe:
         printed = [line for line in pipe.read().splitlines() if line.endswith(b"x")]
     assert 0 < len(printed) < count
-    wait_until(lambda: queue_counts(queue) == (count - len(printed), 0), 30, "the rest ready again, none held")
+    # Everything it did not print is back, nothing is held. The one message in hand may have been printed
+    # whole with its settlement not yet sent when SIGKILL came: it comes again (at least once), never lost.
+    rest = count - len(printed)
+    wait_until(lambda: queue_counts(queue) in ((rest, 0), (rest + 1, 0)), 30, "the rest ready again, none held")
