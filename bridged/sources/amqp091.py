@@ -286,10 +286,15 @@ class Amqp091Session:
     def _on_message(self, message: Any) -> None:
         """py-amqp's delivery callback (a body in several frames, the fallback reader): the same record."""
         info = message.delivery_info
-        why = message.undecodable if self._tolerant else None
-        self._deliver(Delivery(message.body, info["exchange"], info["routing_key"], info["redelivered"],
-                               info["delivery_tag"], message.properties,
-                               None if why is None else f"undecodable AMQP properties: {why}"))  # fmt: skip
+        self._on_parsed(
+            message.body,
+            info["exchange"],
+            info["routing_key"],
+            info["redelivered"],
+            info["delivery_tag"],
+            message.properties,
+            message.undecodable if self._tolerant else None,
+        )
 
     def settle(self, tag: int) -> None:
         self._channel.basic_ack(tag, multiple=True)
