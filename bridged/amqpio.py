@@ -37,6 +37,8 @@ from typing import Any
 from amqp import serialization as _serialization
 from amqp.exceptions import UnexpectedFrame
 
+from bridged.delivery import Delivery
+
 # py-amqp's own decoder of basic properties, for DeliveryReader: without it the reader stays off.
 decode_properties_basic: Callable[[Any, int], tuple[dict[str, Any], int]] | None = getattr(
     _serialization, "decode_properties_basic", None
@@ -60,9 +62,9 @@ CONNECTION_INTERNALS = ("on_inbound_frame", "bytes_recv")
 FAST_PATH_ENV = "BRIDGED_AMQP_FAST_PATH"
 
 FrameReader = Callable[[Any, float], None]
-# A delivery parsed by DeliveryReader: (body, exchange, routing_key, redelivered, delivery_tag, properties,
-# why the properties could not be decoded or None) -> whether the caller wants more in this read.
-OnDelivery = Callable[[bytes, str, str, bool, int, Mapping[str, Any], str | None], bool]
+# A delivery parsed by DeliveryReader -> whether the caller wants more in this read. Its properties
+# are empty and its error says why when py-amqp could not decode them.
+OnDelivery = Callable[[Delivery], bool]
 
 
 def fast_path_fits(connection: Any) -> bool:
@@ -150,10 +152,12 @@ class FrameWaiter:
 # message id or timestamp differs every time, and a huge header table is not worth keeping.
 MAX_CACHED_PROPERTIES = 256
 MAX_CACHED_HEADER = 1024
+# (exchange, routing key) pairs remembered.
+MAX_CACHED_NAMES = 1024
 
 _FRAME = struct.Struct(">BHI")  # type, channel, payload size
 _CONTENT_HEADER = struct.Struct(">HxxQ")  # class id, (weight), body size
-_TAG = struct.Struct(">Q")
+_TAG_BITS = struct.Struct(">QB")  # delivery-tag, the redelivered bit
 _DELIVER = b"\x00\x3c\x00\x3c"  # basic.deliver: class 60, method 60
 _FRAME_END = 0xCE
 _METHOD, _HEADER, _BODY = 1, 2, 3
@@ -181,6 +185,8 @@ class DeliveryReader(FrameWaiter):
         # Decoded properties by their bytes: one publisher sends the same header message after
         # message, so most deliveries share one read-only dict (and the formats' caches hit).
         self._properties: dict[bytes, tuple[Mapping[str, Any], str | None]] = {}
+        # Exchange and routing key by their bytes: the formats' caches then meet the same str objects.
+        self._names: dict[bytes, tuple[str, str]] = {}
 
     def read_frames(self, connection: Any, timeout: float) -> None:
         """Parse and dispatch what is at hand, until *on_delivery* has had enough or the bytes run out.
@@ -200,6 +206,7 @@ class DeliveryReader(FrameWaiter):
         buf: bytes = transport._read_buffer
         transport._read_buffer = b""  # ours until the finally below (wait() must not count it)
         pos = 0
+        delivered = False
         try:
             while True:
                 size = len(buf)
@@ -214,6 +221,7 @@ class DeliveryReader(FrameWaiter):
                             taken = self._take(buf, pos, end, size)
                             if taken > 0:
                                 pos = taken
+                                delivered = True
                                 if self._enough:
                                     self._enough = False
                                     return
@@ -243,13 +251,24 @@ class DeliveryReader(FrameWaiter):
                 pos = 0
         finally:
             transport._read_buffer = buf[pos:] if pos else buf
+            if delivered:
+                self._connection.bytes_recv += 1  # heartbeat_tick() sees that the broker is alive
+
+    def _decode_names(self, raw: bytes) -> tuple[str, str]:
+        """(exchange, routing key) from their two short strings; remembered, so repeats share one str each."""
+        split = raw[0] + 1
+        names = (raw[1:split].decode("utf-8", "replace"), raw[split + 1 :].decode("utf-8", "replace"))
+        if len(self._names) >= MAX_CACHED_NAMES:
+            self._names.clear()  # a routing key per message: bounded, start over
+        self._names[raw] = names
+        return names
 
     def _decode_properties(self, raw: bytes) -> tuple[Mapping[str, Any], str | None]:
-        """py-amqp's decoding of a basic content header's property list: (properties, None), or ({}, why)."""
+        """py-amqp's decoding of a basic content header's property list: (properties, None), or ({}, the error)."""
         try:
             decoded: tuple[Mapping[str, Any], str | None] = (decode_properties_basic(raw, 0)[0], None)  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - any decoding failure: the message is still delivered
-            decoded = ({}, f"{type(exc).__name__}: {exc}"[:200])
+            decoded = ({}, undecodable(exc))
         if len(raw) <= MAX_CACHED_HEADER:
             if len(self._properties) >= MAX_CACHED_PROPERTIES:
                 self._properties.clear()  # per-message headers (ids, timestamps): start over, bounded
@@ -295,7 +314,6 @@ class DeliveryReader(FrameWaiter):
             body, after = b"", header_end + 1
         if buf[end] != _FRAME_END or buf[header_end] != _FRAME_END or buf[body_end] != _FRAME_END:
             raise UnexpectedFrame("Received a frame_end other than 0xce")
-        self._connection.bytes_recv += 1  # heartbeat_tick() sees that the broker is alive
         raw = buf[header + 19 : header_end]
         known = self._properties.get(raw)
         if known is None:
@@ -303,15 +321,21 @@ class DeliveryReader(FrameWaiter):
         properties, why = known
         # consumer-tag (shortstr), delivery-tag (longlong), redelivered (bit), exchange, routing-key (shortstrs)
         at = pos + 12 + buf[pos + 11]
-        tag = _TAG.unpack_from(buf, at)[0]
-        redelivered = buf[at + 8] & 1 == 1
-        at += 10
-        exchange = buf[at : at + buf[at - 1]].decode("utf-8", "replace")
-        at += buf[at - 1] + 1
-        routing_key = buf[at : at + buf[at - 1]].decode("utf-8", "replace")
-        if not self._on_delivery(body, exchange, routing_key, redelivered, tag, properties, why):
+        tag, bits = _TAG_BITS.unpack_from(buf, at)
+        at += 9  # the exchange's length octet
+        names_end = at + buf[at] + 1  # the routing key's length octet
+        names_end += buf[names_end] + 1
+        names = self._names.get(raw_names := buf[at:names_end])
+        if names is None:
+            names = self._decode_names(raw_names)
+        if not self._on_delivery(Delivery(body, names[0], names[1], bits & 1 == 1, tag, properties, why)):
             self._enough = True
         return after
+
+
+def undecodable(exc: Exception) -> str:
+    """Why a delivery's properties are empty: py-amqp could not decode them (the Delivery's error)."""
+    return "undecodable AMQP properties: " + f"{type(exc).__name__}: {exc}"[:200]
 
 
 def tolerate_undecodable_properties() -> bool:
@@ -342,7 +366,7 @@ def tolerate_undecodable_properties() -> bool:
             return original(self, class_id, buf, offset)  # type: ignore[no-any-return]
         except Exception as exc:  # noqa: BLE001 - any decoding failure; the body still follows
             self.properties = {}
-            self.undecodable = f"{type(exc).__name__}: {exc}"[:200]
+            self.undecodable = undecodable(exc)
             return offset
 
     load_properties.tolerant = True  # type: ignore[attr-defined]

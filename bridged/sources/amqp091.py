@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -117,7 +117,7 @@ class Amqp091Session:
             self._missing: list[ExchangeSource] = []  # passive exchanges not declared yet by their service
             self._queue_missing = False  # queue_declare: passive, and no service declared the queue yet
             self._logged_missing: set[str] = set()
-            self._read_frames, fast = frame_reader(conn, self._channel.channel_id, self._on_parsed)
+            self._read_frames, fast = frame_reader(conn, self._channel.channel_id, deliver)
             if not fast:
                 self._log.warning("amqp_fast_path_off", hint=f"reading through drain_events() (slower): "
                                   f"{FAST_PATH_ENV}=0 or py-amqp's internals changed")  # fmt: skip
@@ -277,24 +277,12 @@ class Amqp091Session:
             self._probe_missing()
             self._probes.checked(time.monotonic())
 
-    def _on_parsed(self, body: bytes, exchange: str, routing_key: str, redelivered: bool, tag: int,
-                   properties: Mapping[str, Any], why: str | None) -> bool:  # fmt: skip
-        """amqpio.DeliveryReader's callback (most deliveries): bridged's own record, to the worker."""
-        return self._deliver(Delivery(body, exchange, routing_key, redelivered, tag, properties,
-                                      None if why is None else f"undecodable AMQP properties: {why}"))  # fmt: skip
-
     def _on_message(self, message: Any) -> None:
-        """py-amqp's delivery callback (a body in several frames, the fallback reader): the same record."""
+        """py-amqp's delivery callback (a body in several frames, the fallback reader): the reader's record."""
         info = message.delivery_info
-        self._on_parsed(
-            message.body,
-            info["exchange"],
-            info["routing_key"],
-            info["redelivered"],
-            info["delivery_tag"],
-            message.properties,
-            message.undecodable if self._tolerant else None,
-        )
+        self._deliver(Delivery(message.body, info["exchange"], info["routing_key"], info["redelivered"],
+                               info["delivery_tag"], message.properties,
+                               message.undecodable if self._tolerant else None))  # fmt: skip
 
     def settle(self, tag: int) -> None:
         self._channel.basic_ack(tag, multiple=True)

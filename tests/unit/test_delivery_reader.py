@@ -25,7 +25,8 @@ from amqp.transport import TCPTransport
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridged.amqpio import DeliveryReader, enable_read_ahead
+from bridged.amqpio import MAX_CACHED_NAMES, DeliveryReader, enable_read_ahead
+from bridged.delivery import Delivery
 
 CHANNEL, OTHER = 1, 2
 FRAME_MAX = 4096  # small, so that bodies span several frames often
@@ -37,9 +38,9 @@ def frame(kind: int, channel: int, payload: bytes) -> bytes:
 
 
 def delivery_frames(tag: int, body: bytes, properties: dict[str, Any], redelivered: bool, routing_key: str,
-                    channel: int = CHANNEL) -> bytes:  # fmt: skip
+                    channel: int = CHANNEL, exchange: str = "nova") -> bytes:  # fmt: skip
     """basic.deliver, its content header and its body in frames of at most FRAME_MAX, as a broker sends them."""
-    args = dumps(DELIVER_ARGS, ["ctag", tag, redelivered, "nova", routing_key])
+    args = dumps(DELIVER_ARGS, ["ctag", tag, redelivered, exchange, routing_key])
     header = struct.pack(">HHQ", 60, 0, len(body)) + Message(**properties)._serialize_properties()
     chunk = FRAME_MAX - 8
     bodies = [frame(3, channel, body[i : i + chunk]) for i in range(0, len(body), chunk)]
@@ -89,6 +90,12 @@ class Peer:
     def close(self) -> None:
         self.ours.close()
         self.theirs.close()
+
+
+def fields(delivery: Delivery) -> tuple[Any, ...]:
+    """What the reader parsed, in the order the py-amqp decoding above records it."""
+    return (delivery.body, delivery.exchange, delivery.routing_key, delivery.redelivered, delivery.tag,
+            delivery.properties, delivery.error)  # fmt: skip
 
 
 def read_all(peer: Peer, reader: DeliveryReader, count: int) -> None:
@@ -145,8 +152,8 @@ def test_the_reader_delivers_what_py_amqp_decodes_in_order_whatever_the_pieces(b
             if after == FLOW_OK:
                 methods.append((OTHER, (20, 21)))
 
-        def on_delivery(*delivery: Any) -> bool:
-            peer.got.append(delivery)
+        def on_delivery(delivery: Delivery) -> bool:
+            peer.got.append(fields(delivery))
             return len(peer.got) % room != 0
 
         reader = DeliveryReader(peer, CHANNEL, on_delivery)
@@ -179,7 +186,7 @@ def test_properties_py_amqp_cannot_decode_come_as_a_reason_with_the_message():
         )
         assert good[:method_frame_len].startswith(b"\x01")
         got: list[tuple[Any, ...]] = []
-        reader = DeliveryReader(peer, CHANNEL, lambda *d: got.append(d) or True)
+        reader = DeliveryReader(peer, CHANNEL, lambda d: got.append(fields(d)) or True)
         peer.send(good + bad, []).join(10)
         reader.read_frames(peer, 1.0)
         assert got[0] == (b"{}", "nova", "k", False, 1, {"content_type": "application/json"}, None)
@@ -197,7 +204,7 @@ def test_a_frame_without_its_end_octet_is_a_protocol_error_not_a_delivery():
         broken = bytearray(delivery_frames(1, b"x", {}, False, "k"))
         broken[-1] = 0x00
         got: list[tuple[Any, ...]] = []
-        reader = DeliveryReader(peer, CHANNEL, lambda *d: got.append(d) or True)
+        reader = DeliveryReader(peer, CHANNEL, lambda d: got.append(fields(d)) or True)
         peer.send(bytes(broken), []).join(10)
         with pytest.raises(UnexpectedFrame):
             reader.read_frames(peer, 1.0)
@@ -213,7 +220,7 @@ def test_a_delivery_cut_short_by_the_socket_timeout_is_kept_for_the_next_read():
     try:
         data = delivery_frames(7, b"hello", {"delivery_mode": 2}, False, "k")
         got: list[tuple[Any, ...]] = []
-        reader = DeliveryReader(peer, CHANNEL, lambda *d: got.append(d) or True)
+        reader = DeliveryReader(peer, CHANNEL, lambda d: got.append(fields(d)) or True)
         peer.send(data[:20], []).join(10)
         with pytest.raises(TimeoutError):
             reader.read_frames(peer, 1.0)
@@ -222,5 +229,24 @@ def test_a_delivery_cut_short_by_the_socket_timeout_is_kept_for_the_next_read():
         reader.read_frames(peer, 1.0)
         assert got == [(b"hello", "nova", "k", False, 7, {"delivery_mode": 2}, None)]
         assert peer.transport._read_buffer == b""
+    finally:
+        peer.close()
+
+
+def test_exchange_and_routing_key_come_right_past_the_bound_of_remembered_names():
+    """Names are remembered by their bytes (bounded, then started over): a routing key per message, repeats,
+    non-ASCII and empty names all come out as sent, and a repeated pair is one str object each."""
+    peer = Peer()
+    try:
+        count = MAX_CACHED_NAMES * 2 + 50
+        sent = [(f"ex{i % 3}" if i % 5 else "", f"k.{i}.ключ" if i % 2 else "same") for i in range(count)]
+        data = b"".join(delivery_frames(i + 1, b"x", {}, False, key, exchange=ex) for i, (ex, key) in enumerate(sent))
+        peer.send(data, [len(data) // 3]).join(10)
+        reader = DeliveryReader(peer, CHANNEL, lambda d: peer.got.append(d) or True)
+        read_all(peer, reader, count)
+        assert [(d.exchange, d.routing_key) for d in peer.got] == sent
+        assert [d.tag for d in peer.got] == list(range(1, count + 1))
+        assert len(reader._names) <= MAX_CACHED_NAMES  # bounded, however many routing keys
+        assert peer.got[2].routing_key is peer.got[32].routing_key  # ("ex2", "same"): one remembered pair
     finally:
         peer.close()
