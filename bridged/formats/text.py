@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from time import time_ns
 
 from bridged.delivery import Delivery
 
@@ -68,17 +69,17 @@ _milli_cache: tuple[int, str] = (0, "")
 
 
 def utc_now() -> str:
-    """Current UTC time, ISO 8601 with milliseconds; cached per millisecond and per second."""
+    """Current UTC time, ISO 8601 with milliseconds; cached per millisecond and per second (the hot path)."""
     global _second_cache, _milli_cache
-    now = time.time()
-    milli = int(now * 1000)
-    if _milli_cache[0] == milli:
-        return _milli_cache[1]
+    milli = time_ns() // 1_000_000
+    cached = _milli_cache  # one tuple: threads of other bindings may replace it meanwhile
+    if cached[0] == milli:
+        return cached[1]
     second = milli // 1000
-    cached = _second_cache
-    if cached[0] != second:
-        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-        _second_cache = cached
-    text = f"{cached[1]}.{milli % 1000:03d}Z"
+    seconds = _second_cache
+    if seconds[0] != second:
+        seconds = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _second_cache = seconds
+    text = f"{seconds[1]}.{milli % 1000:03d}Z"
     _milli_cache = (milli, text)
     return text
