@@ -63,7 +63,7 @@ def test_fast_and_general_paths_write_the_same_record(body, properties, redelive
 
 STREAMS = st.lists(
     st.tuples(BODIES, st.integers(0, 2), st.sampled_from(["nova", "glance", "x\u00e9"]),
-              st.sampled_from(["notifications.info", "k\n", ""])),
+              st.sampled_from(["notifications.info", "k\n", ""]), st.booleans()),
     min_size=1, max_size=12,
 )  # fmt: skip
 
@@ -73,13 +73,15 @@ STREAMS = st.lists(
        redact=st.booleans())  # fmt: skip
 def test_a_long_lived_formatter_writes_what_a_fresh_one_writes(stream, pool, fmt, redact):
     """Property: the formatter's memory (the properties' JSON for a dict the reader shares between deliveries,
-    quoted names) never leaks one message's fields into another's line."""
+    record beginnings per exchange, routing key and redelivered flag) never leaks one message's fields into
+    another's line."""
     redactor = REDACTOR if redact else None
     long_lived = make_formatter(fmt, "b", redactor)
-    for body, which, exchange, routing_key in stream:
+    for body, which, exchange, routing_key, redelivered in stream:
         shared = pool[which]  # the same dict object for every delivery drawn from this slot, as the reader does
-        delivery = Delivery(body, exchange, routing_key, False, 1, shared)
-        fresh = make_formatter(fmt, "b", redactor)(Delivery(body, exchange, routing_key, False, 1, dict(shared)))
+        delivery = Delivery(body, exchange, routing_key, redelivered, 1, shared)
+        fresh = make_formatter(fmt, "b", redactor)(Delivery(body, exchange, routing_key, redelivered, 1,
+                                                            dict(shared)))  # fmt: skip
         got = loads(long_lived(delivery))
         want = loads(fresh)
         got.pop("received_at", None), want.pop("received_at", None)
