@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridged.delivery import Delivery
-from bridged.formats.jsontext import body_value, dump, loads, quote
+from bridged.formats.jsontext import body_value, check_json, dump, quote, splice_safe
 from bridged.formats.masking import body_needs_redaction, redact_body, redact_or_mark, redacted_text
 from bridged.formats.notification import envelope_inner
 from bridged.formats.text import LineFormatter, body_text, utc_now
@@ -125,28 +125,20 @@ class RecordPrefix:
 
 def make_json(binding: str, redactor: Redactor | None = None) -> LineFormatter:
     prefix = RecordPrefix(binding, redactor)
-    needs = None if redactor is None else redactor.needs
 
     def format_json(delivery: Delivery) -> bytes:
         body = delivery.body
-        # splice_safe(), inlined: the hot path
-        if type(body) is bytes and body.isascii() and 10 not in body and 13 not in body and 9 not in body \
-                and 127 not in body:  # fmt: skip
+        if type(body) is bytes and splice_safe(body):
             try:
-                value = loads(body)
+                value = check_json(body)
             except ValueError:
                 text = quote(body.decode("ascii"))
                 return f'{prefix(delivery)},"body":{text}}}'.encode("ascii")
-            if needs is not None:
-                if type(value) is dict and "oslo.message" in value:  # an oslo envelope: its inner text too
-                    inner = envelope_inner(value)
-                    live = body_needs_redaction(value, redactor, inner)  # type: ignore[arg-type]
-                else:
-                    inner, live = None, needs(value)
-                if live:
-                    body = redacted_text(value, redactor, inner)  # type: ignore[arg-type,assignment]
-                    if body is None:
-                        return dump(record(delivery, binding, redactor))
+            inner = envelope_inner(value) if redactor is not None else None
+            if redactor is not None and body_needs_redaction(value, redactor, inner):
+                body = redacted_text(value, redactor, inner)  # type: ignore[assignment]
+                if body is None:
+                    return dump(record(delivery, binding, redactor))
             return b"".join((prefix(delivery).encode("ascii"), b',"body":', body, b"}"))
         return dump(record(delivery, binding, redactor))
 

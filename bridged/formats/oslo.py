@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridged.delivery import Delivery
 from bridged.formats.jsonline import RECORD_KEYS, RecordPrefix, properties, record
-from bridged.formats.jsontext import dump, loads, quote, splice_safe
+from bridged.formats.jsontext import check_json, dump, quote, splice_safe
 from bridged.formats.masking import redact_body, redact_or_mark, redacted_text
 from bridged.formats.notification import unwrap_oslo
 from bridged.formats.text import LineFormatter
@@ -38,17 +38,14 @@ def make_oslo(binding: str, redactor: Redactor | None = None) -> LineFormatter:
     return format_oslo
 
 
-# oslo.messaging's envelope keys, and its versions quoted (one value in practice: "2.0"); a hostile
-# publisher may send a new version each time, so only the first few are remembered.
+# oslo.messaging's envelope keys (compared with a dict's keys view: no set built per message).
 OSLO_ENVELOPE = frozenset(("oslo.version", "oslo.message"))
-MAX_QUOTED_VERSIONS = 16
-_quoted_versions: dict[str, str] = {}
 
 
 def _splice_oslo(delivery: Delivery, body: bytes, prefix: RecordPrefix, redactor: Redactor | None) -> bytes | None:
     """The common oslo 2.0 envelope, unwrapped by copying the inner JSON text after the record's fields."""
     try:
-        outer = loads(body)
+        outer = check_json(body)
     except ValueError:
         return None
     if type(outer) is not dict or outer.keys() != OSLO_ENVELOPE:
@@ -57,7 +54,7 @@ def _splice_oslo(delivery: Delivery, body: bytes, prefix: RecordPrefix, redactor
     if type(inner_text) is not str or type(version) is not str or not splice_safe(inner_text):
         return None
     try:
-        inner = loads(inner_text)
+        inner = check_json(inner_text)
     except ValueError:
         return None
     if type(inner) is not dict or not inner or not RECORD_KEYS.isdisjoint(inner) or "oslo.version" in inner:
@@ -68,11 +65,5 @@ def _splice_oslo(delivery: Delivery, body: bytes, prefix: RecordPrefix, redactor
         if rewritten is None:
             return None
         inner_text = rewritten.decode("ascii")
-    elif inner_text[0] != "{" or inner_text[-1] != "}":
-        inner_text = inner_text.strip()  # whitespace around the object (splice_safe: only spaces)
-    quoted = _quoted_versions.get(version)
-    if quoted is None:
-        quoted = quote(version)
-        if len(_quoted_versions) < MAX_QUOTED_VERSIONS:
-            _quoted_versions[version] = quoted
-    return f'{prefix(delivery)},"oslo.version":{quoted},{inner_text[1:]}'.encode("ascii")
+    inner_text = inner_text.strip()  # the same str when there is nothing to strip: no copy
+    return f'{prefix(delivery)},"oslo.version":{quote(version)},{inner_text[1:]}'.encode("ascii")

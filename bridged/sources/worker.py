@@ -141,7 +141,6 @@ class BindingWorker:
         self._keepalive = threading.Thread(target=self._keep_alive, name=f"keepalive-{binding.name}", daemon=True)
         self._max_redeliveries = binding.max_redeliveries
         self._redeliveries = RedeliveryCounter()
-        self._uncompressed: object = None  # the properties last seen without a compression header
 
     # -- lifecycle, called from the supervisor's thread ---------------------
 
@@ -310,60 +309,49 @@ class BindingWorker:
         return Batch(len(self._extra_formats), len(self.sinks))
 
     def _take(self, delivery: Delivery) -> bool:
-        """A session's delivery callback: format and hold the line, no I/O (the hot path, one frame deep).
-
-        Returns False once the batch is full: the session stops reading and the loop flushes.
-        """
-        self.stats.received += 1
-        if (delivery.refuse is not None or delivery.error is not None or delivery.redelivered) and \
-                not self._admit(delivery):  # fmt: skip
-            return True
+        """The sessions' delivery callback: hold *delivery*; False once the batch is due for a flush by size."""
+        self._on_delivery(delivery)
         batch = self._batch
-        lines = batch.lines
-        if not lines and not batch.dropped:
-            batch.due = time.monotonic() + self.binding.batch_delay
-        batch.last_tag = delivery.tag
-        # The reader shares one properties dict among deliveries with the same header: the one last
-        # found without a compression header is not looked at again.
-        if delivery.properties is not self._uncompressed:
-            if compressed(delivery):
-                try:
-                    inflate(delivery)
-                except Uninflatable as exc:
-                    self._marked(batch, delivery, str(exc))
-                    return len(lines) + batch.dropped < self._batch_size
-            else:
-                self._uncompressed = delivery.properties
-        if self._wanted is not None and not self._wanted(delivery):
-            batch.dropped += 1
-            return len(lines) + batch.dropped < self._batch_size
-        try:
-            lines.append(self._format(delivery))
-        except Exception as exc:  # noqa: BLE001 - one odd message must not stop the binding
-            lines.append(self._failed_line(self._format_name, delivery, exc))
-        if self._extra_formats:  # sinks with formats of their own: one line each, kept parallel
-            for (fmt, formatter), extra in zip(self._extra_formats, batch.extra, strict=True):
-                try:
-                    extra.append(formatter(delivery))
-                except Exception as exc:  # noqa: BLE001
-                    extra.append(self._failed_line(fmt, delivery, exc))
-        if self._wants_meta:
-            batch.meta.append(notification_meta(delivery, self.binding.name))
-        return len(lines) + batch.dropped < self._batch_size
+        return len(batch.lines) + batch.dropped < self._batch_size
 
-    def _admit(self, delivery: Delivery) -> bool:
-        """The rarer deliveries: refused (too large), undecodable properties, redelivered. False: not to hold."""
+    def _on_delivery(self, delivery: Delivery) -> None:
+        """A session's delivery callback: format and hold the line; no I/O here (the hot path)."""
+        self.stats.received += 1
         if delivery.refuse is not None:
             self._refuse(delivery, delivery.refuse)
-            return False
+            return
         if delivery.error is not None:
             self._log.warning("properties_undecodable", reason=delivery.error, delivery_tag=delivery.tag)
             delivery.properties = {**delivery.properties, "bridged_error": delivery.error}
         if delivery.redelivered:
             self.stats.redelivered += 1
             if self._max_redeliveries is not None and self._set_aside(delivery):
-                return False
-        return True
+                return
+        batch = self._batch
+        if not batch.lines and not batch.dropped:
+            batch.due = time.monotonic() + self.binding.batch_delay
+        batch.last_tag = delivery.tag
+        if compressed(delivery):
+            try:
+                inflate(delivery)
+            except Uninflatable as exc:
+                self._marked(batch, delivery, str(exc))
+                return
+        if self._wanted is not None and not self._wanted(delivery):
+            batch.dropped += 1
+            return
+        try:
+            batch.lines.append(self._format(delivery))
+        except Exception as exc:  # noqa: BLE001 - one odd message must not stop the binding
+            batch.lines.append(self._failed_line(self._format_name, delivery, exc))
+        if self._extra_formats:  # sinks with formats of their own: one line each, kept parallel
+            for (fmt, formatter), lines in zip(self._extra_formats, batch.extra, strict=True):
+                try:
+                    lines.append(formatter(delivery))
+                except Exception as exc:  # noqa: BLE001
+                    lines.append(self._failed_line(fmt, delivery, exc))
+        if self._wants_meta:
+            batch.meta.append(notification_meta(delivery, self.binding.name))
 
     def _marked(self, batch: Batch, delivery: Delivery, why: str) -> None:
         """Hold *delivery* as a marked line in every format: its body as it came, and why it is not formatted."""
@@ -407,7 +395,7 @@ class BindingWorker:
         return True
 
     def _consume(self, session: Session, url: str, connect_backoff: Backoff) -> None:
-        """The hot loop: pump the session (deliveries land in _take), flush when due, settle."""
+        """The hot loop: pump the session (deliveries land in _on_delivery), flush when due, settle."""
         sink_backoff = Backoff(self.reconnect)  # a held batch lives on this connection only
         stop = self.stop_requested
         batch_size = self.binding.batch_size
@@ -421,7 +409,7 @@ class BindingWorker:
         if consuming:
             self._now_consuming(session, url, connect_backoff)
         while not stop.is_set():
-            session.pump(self._wait_for_frames(now, retry_at, batch_size))  # deliveries land in _take
+            session.pump(self._wait_for_frames(now, retry_at, batch_size))  # deliveries land in _on_delivery
             now = monotonic()
             self.due_by = now + tick
             batch = self._batch
